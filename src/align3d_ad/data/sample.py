@@ -1,0 +1,148 @@
+"""The central data type: one point cloud with its labels (DESIGN.md, "The central types")."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._checks import check_shape
+from ..errors import ShapeError
+
+
+def valid_point_mask(xyz: np.ndarray) -> np.ndarray:
+    """Rows of ``xyz`` (..., 3) that are real points: finite and not the all-zero "missing" marker."""
+    finite = np.isfinite(xyz).all(axis=-1)
+    nonzero = (xyz != 0).any(axis=-1)
+    return finite & nonzero
+
+
+@dataclass
+class PointCloudSample:
+    """One point cloud, optionally with colours, labels and its organised grid.
+
+    Attributes:
+        points: float32 (N, 3) coordinates; never contains NaN, inf or the all-zero missing marker
+            when built with :meth:`from_grid` or :meth:`from_points`.
+        colors: float32 (N, 3) in [0, 1], or None.
+        point_labels: bool (N,), True for anomalous points, or None when unknown.
+        label: 1 anomalous, 0 normal, None unknown.
+        category: Object category (e.g. ``"bagel"``).
+        sample_id: Identifier unique within its dataset (e.g. ``"test/crack/000"``).
+        defect_type: Defect folder or kind (``"good"`` for normal samples), or None.
+        grid_shape: (H, W) of the organised grid the points came from, or None.
+        grid_index: int64 (N,) flat index ``row * W + col`` of every point in that grid, or None.
+        source: The file the sample was read from, or None.
+    """
+
+    points: np.ndarray
+    colors: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    label: int | None = None
+    category: str = ""
+    sample_id: str = ""
+    defect_type: str | None = None
+    grid_shape: tuple[int, int] | None = None
+    grid_index: np.ndarray | None = None
+    source: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.points = np.ascontiguousarray(self.points, dtype=np.float32)
+        n = check_shape(self.points, "N 3", name="points")["N"]
+        if self.colors is not None:
+            self.colors = np.ascontiguousarray(self.colors, dtype=np.float32)
+            check_shape(self.colors, f"{n} 3", name="colors")
+        if self.point_labels is not None:
+            self.point_labels = np.ascontiguousarray(self.point_labels).astype(bool, copy=False)
+            check_shape(self.point_labels, f"{n}", name="point_labels")
+        if self.label is not None:
+            self.label = int(self.label)
+            if self.label not in (0, 1):
+                raise ValueError(f"label must be 0, 1 or None, got {self.label}")
+        if (self.grid_shape is None) != (self.grid_index is None):
+            raise ShapeError("grid_shape and grid_index must be given together")
+        if self.grid_index is not None:
+            self.grid_shape = (int(self.grid_shape[0]), int(self.grid_shape[1]))
+            self.grid_index = np.ascontiguousarray(self.grid_index, dtype=np.int64)
+            check_shape(self.grid_index, f"{n}", name="grid_index")
+            cells = self.grid_shape[0] * self.grid_shape[1]
+            if n and (self.grid_index.min() < 0 or self.grid_index.max() >= cells):
+                raise ShapeError(f"grid_index must lie in [0, {cells}), got values outside")
+        if self.source is not None:
+            self.source = Path(self.source)
+
+    @property
+    def num_points(self) -> int:
+        return int(self.points.shape[0])
+
+    @property
+    def is_organised(self) -> bool:
+        return self.grid_shape is not None
+
+    @classmethod
+    def from_grid(
+        cls,
+        xyz: np.ndarray,
+        *,
+        colors: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        **fields,
+    ) -> PointCloudSample:
+        """Build a sample from an organised grid, dropping invalid cells.
+
+        Args:
+            xyz: (H, W, 3) coordinates; cells that are all zero or not finite are missing.
+            colors: (H, W, 3) colours, uint8 (0..255) or float in [0, 1], pixel-aligned with ``xyz``.
+            mask: (H, W) ground truth; any value > 0 is anomalous.
+            **fields: Other :class:`PointCloudSample` fields (``label``, ``category``, ...).
+        """
+        h, w = check_shape(xyz, "H W 3", name="xyz").values()
+        valid = valid_point_mask(xyz).reshape(-1)
+        index = np.flatnonzero(valid)
+        pts = xyz.reshape(-1, 3)[index]
+        cols = None
+        if colors is not None:
+            check_shape(colors, f"{h} {w} 3", name="colors")
+            cols = colors.reshape(-1, 3)[index]
+            cols = cols.astype(np.float32) / 255.0 if cols.dtype == np.uint8 else cols
+        labels = None
+        if mask is not None:
+            check_shape(mask, f"{h} {w}", name="mask")
+            labels = mask.reshape(-1)[index] > 0
+        return cls(pts, colors=cols, point_labels=labels, grid_shape=(h, w), grid_index=index, **fields)
+
+    @classmethod
+    def from_points(cls, points: np.ndarray, **fields) -> PointCloudSample:
+        """Build a sample from an unorganised (N, 3) array, dropping NaN/inf/all-zero rows."""
+        points = np.asarray(points)
+        check_shape(points, "N 3", name="points")
+        keep = valid_point_mask(points)
+        if keep.all():
+            return cls(points, **fields)
+        for key in ("colors", "point_labels"):
+            if fields.get(key) is not None:
+                fields[key] = np.asarray(fields[key])[keep]
+        return cls(points[keep], **fields)
+
+    def to_grid(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Scatter per-point ``values`` (N, ...) back onto the (H, W, ...) organised grid."""
+        if self.grid_shape is None or self.grid_index is None:
+            raise ValueError(f"sample {self.sample_id!r} has no organised grid")
+        values = np.asarray(values)
+        if values.shape[0] != self.num_points:
+            raise ShapeError(f"values must have {self.num_points} rows, got {values.shape[0]}")
+        h, w = self.grid_shape
+        out = np.full((h * w, *values.shape[1:]), fill, dtype=values.dtype)
+        out[self.grid_index] = values
+        return out.reshape(h, w, *values.shape[1:])
+
+    def content_hash(self) -> str:
+        """Hash of the geometry and colours (the feature cache key of this sample)."""
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.points).tobytes())
+        if self.colors is not None:
+            digest.update(np.ascontiguousarray(self.colors).tobytes())
+        return digest.hexdigest()[:32]
