@@ -1,0 +1,331 @@
+"""Typed configuration: YAML -> frozen dataclasses, one per section, overridable with ``--set``.
+
+Every run folder stores the resolved configuration (``config.yaml``), so a run can be repeated
+from its folder alone. Unknown keys raise :class:`~align3d_ad.errors.ConfigError` naming the
+nearest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+#: Reference schedules (METHOD.md §4 and §5).
+REFERENCE_STAGE1_EPOCHS = 250
+REFERENCE_STAGE1_SCR_EPOCHS = 50
+REFERENCE_STAGE2_EPOCHS = 15
+REFERENCE_STAGE2_DPCA_EPOCHS = 5
+
+METHOD_VARIANTS = ("align3d", "pointad", "clip-zero-shot")
+BRANCHES = ("both", "aligned", "rendering")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training data comes from and how clouds are prepared before rendering."""
+
+    dataset: str = "mvtec3d"  #: reader name: mvtec3d | eyecandies | real3d | folder
+    root: str | None = None  #: dataset root folder (the CLI's --root)
+    train_categories: tuple[str, ...] = ()  #: auxiliary categories trained on (their labelled split)
+    train_split: str | None = None  #: None = the reader's labelled split (test / test_public)
+    remove_background: bool = True  #: fit and cut the background plane of organised top-view scans
+    keep_largest_cluster: bool = True  #: drop everything but the largest connected cluster
+    cluster_radius: float | None = None  #: None = scaled to the point spacing
+    max_points: int | None = None  #: uniformly subsample bigger clouds for rendering (None = all)
+    eyecandies_image: int = 5  #: which Eyecandies image_k gives the colours
+    limit_per_split: int | None = None  #: read at most this many samples per category/split
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Multi-view rendering (METHOD.md §2)."""
+
+    views: str | tuple = "mvtec3d"  #: preset name or a list of [axis, degrees] pairs
+    image_size: int | None = None  #: None = the backbone's input size
+    splat_radius: float | None = None  #: pixels; None = chosen from the point spacing
+    projection: str = "orthographic"  #: orthographic | perspective
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The frozen CLIP model (METHOD.md §3)."""
+
+    model_name: str = "ViT-L-14-336-quickgelu"
+    pretrained: str | None = "openai"  #: open_clip tag; ignored when weights is set
+    weights: str | None = None  #: local weights file (state dict, safetensors, OpenAI TorchScript)
+    vv_start: int | None = None  #: first V-V block (1-based); None = 6/24 of the depth
+    layers: tuple[int, ...] = ()  #: V-V layers for local features; () = the last
+    precision: str = "fp32"  #: fp32 | bf16 | fp16
+    batch_size: int = 18  #: views per backbone forward
+    cache_dir: str | None = None  #: None = <user cache>/align3d-ad/features
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The detector and its ablation switches (METHOD.md §4–§6)."""
+
+    variant: str = "align3d"  #: align3d | pointad | clip-zero-shot
+    branches: str = "both"  #: both | aligned | rendering
+    use_scr: bool = True
+    use_dpca: bool = True
+    scr_lambda: float = 1.0
+    dpca_gamma: float = 0.1
+    temperature: float = 0.07
+    alpha: float = 0.5  #: object-score fusion weight of the aligned branch
+    beta: float = 0.5  #: point-score fusion weight of the aligned branch
+    n_ctx: int = 12
+    deep_tokens: int = 4
+    deep_depth: int = 9
+    smoothing: str = "knn"  #: knn | grid | none
+    smoothing_k: int = 8
+    grid_sigma: float = 4.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Schedules of both stages (reference values in the module constants)."""
+
+    stage1_epochs: int = REFERENCE_STAGE1_EPOCHS
+    stage1_scr_epochs: int = REFERENCE_STAGE1_SCR_EPOCHS  #: SCR on for the last N epochs (all if N >= epochs)
+    stage1_batch_size: int = 4
+    stage2_epochs: int = REFERENCE_STAGE2_EPOCHS
+    stage2_dpca_epochs: int = REFERENCE_STAGE2_DPCA_EPOCHS  #: DpCA on for the last N epochs (all if N >= epochs)
+    stage2_batch_size: int = 4
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How test results are scored (METHOD.md §7)."""
+
+    dataset: str | None = None  #: None = data.dataset
+    root: str | None = None  #: None = data.root
+    categories: tuple[str, ...] = ()  #: () = every category but the training ones
+    split: str | None = None  #: None = the reader's labelled split
+    grid_size: int = 336  #: side of the resized organised grid of the `grid` point metrics
+    aupro_method: str = "exact"  #: exact | official
+    max_fpr: float = 0.3
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """A published row: which auxiliaries train, which datasets test (METHOD.md §7–§8)."""
+
+    name: str = "custom"
+    auxiliaries: tuple[str, ...] = ()
+    test_datasets: tuple[str, ...] = ()  #: () = one-vs-rest on data.dataset
+    published: str | None = None  #: key of the published table row to print beside ours
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **overrides: Any) -> Config:
+        """Return a copy with dotted-key overrides applied, e.g. ``replace(**{"train.lr": 1e-4})``."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return config_from_dict(data)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type, raising ConfigError on a mismatch."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key} must not be null")
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if args and len(args) != len(value):
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args or [Any] * len(value)))
+    if annotation is tuple:
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, annotation, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any] | None) -> Config:
+    """Build a :class:`Config` from a nested mapping; missing keys keep their defaults."""
+    config = _build(Config, data or {}, "")
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config file (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: must hold a mapping of sections, got {type(data).__name__}")
+    _merge_overrides(data, overrides)
+    return config_from_dict(data)
+
+
+def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """Return ``config`` with ``section.key=value`` overrides (values parsed as YAML) applied."""
+    data = config.to_dict()
+    _merge_overrides(data, overrides)
+    return config_from_dict(data)
+
+
+def _merge_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set must be key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from err
+        _set_dotted(data, key.strip(), value)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"unknown config key '{key}': {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(config: Config) -> None:
+    """Check values that types alone cannot (choices and ranges)."""
+    checks = [
+        (config.method.variant in METHOD_VARIANTS, "method.variant", METHOD_VARIANTS, config.method.variant),
+        (config.method.branches in BRANCHES, "method.branches", BRANCHES, config.method.branches),
+        (config.method.smoothing in ("knn", "grid", "none"), "method.smoothing",
+         ("knn", "grid", "none"), config.method.smoothing),
+        (config.backbone.precision in ("fp32", "bf16", "fp16"), "backbone.precision",
+         ("fp32", "bf16", "fp16"), config.backbone.precision),
+        (config.eval.aupro_method in ("exact", "official"), "eval.aupro_method",
+         ("exact", "official"), config.eval.aupro_method),
+        (config.render.projection in ("orthographic", "perspective"), "render.projection",
+         ("orthographic", "perspective"), config.render.projection),
+    ]
+    for ok, key, valid, got in checks:
+        if not ok:
+            raise ConfigError(f"{key} must be one of {', '.join(valid)}, got {got!r}")
+    for key, value in (("method.alpha", config.method.alpha), ("method.beta", config.method.beta)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key} must lie in [0, 1], got {value}")
+    t = config.train
+    if min(t.stage1_epochs, t.stage2_epochs, t.stage1_scr_epochs, t.stage2_dpca_epochs) < 0:
+        raise ConfigError("train epochs must be >= 0")
+    if t.stage1_batch_size < 1 or t.stage2_batch_size < 1 or config.backbone.batch_size < 1:
+        raise ConfigError("batch sizes must be >= 1")
+    if not 0.0 < config.eval.max_fpr <= 1.0:
+        raise ConfigError(f"eval.max_fpr must lie in (0, 1], got {config.eval.max_fpr}")
+
+
+__all__ = [
+    "BackboneConfig",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "MethodConfig",
+    "ProtocolConfig",
+    "RenderConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+]

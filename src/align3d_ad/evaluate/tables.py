@@ -1,0 +1,155 @@
+"""Result tables: ``metrics.json`` (everything), ``metrics.csv`` (flat) and ``metrics.md`` (x100, one decimal).
+
+The JSON layout is the source of truth::
+
+    {"setting": str, "backbone": str, "random_weights": bool,
+     "runs": {run_name: {"categories": {category: {variant: {metric: value}}},
+                         "mean": {variant: {metric: value}}}},
+     "categories": {category: {variant: {metric: value}}},   # mean over runs
+     "mean": {variant: {metric: value}}}
+
+``variant`` is ``object`` (O-AUROC, O-AP), ``foreground`` (P-AUROC, AUPRO over valid points only)
+or ``grid`` (the resized organised grid with background scored 0, as published tables use).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._atomic import atomic_write_text
+from .published import METRICS, published_row
+
+VARIANTS = ("object", "foreground", "grid")
+METRIC_NAMES = {"o_auroc": "O-AUROC", "o_ap": "O-AP", "p_auroc": "P-AUROC", "aupro": "AUPRO"}
+
+Scores = dict[str, dict[str, float]]  # variant -> metric -> value
+
+
+def mean_scores(per_category: Mapping[str, Scores]) -> Scores:
+    """Mean over categories of every (variant, metric), ignoring NaN (undefined) entries."""
+    out: Scores = {}
+    for scores in per_category.values():
+        for variant, metrics in scores.items():
+            for metric, value in metrics.items():
+                out.setdefault(variant, {}).setdefault(metric, []).append(value)  # type: ignore[arg-type]
+    return {v: {m: _nanmean(vals) for m, vals in ms.items()} for v, ms in out.items()}  # type: ignore[arg-type]
+
+
+def _nanmean(values: list[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.mean()) if arr.size else math.nan
+
+
+def combine_runs(runs: Mapping[str, Mapping[str, Scores]], **header: Any) -> dict[str, Any]:
+    """Build the metrics.json document from per-run, per-category scores."""
+    categories = sorted({c for run in runs.values() for c in run})
+    per_category = {c: mean_scores({r: runs[r][c] for r in runs if c in runs[r]}) for c in categories}
+    return {
+        **header,
+        "runs": {name: {"categories": dict(run), "mean": mean_scores(run)} for name, run in runs.items()},
+        "categories": per_category,
+        "mean": mean_scores(per_category),
+    }
+
+
+def headline(scores: Scores, variant: str) -> dict[str, float]:
+    """The four headline numbers: object metrics plus the point metrics of ``variant``."""
+    obj, pts = scores.get("object", {}), scores.get(variant, {})
+    return {
+        "o_auroc": obj.get("o_auroc", math.nan),
+        "o_ap": obj.get("o_ap", math.nan),
+        "p_auroc": pts.get("p_auroc", math.nan),
+        "aupro": pts.get("aupro", math.nan),
+    }
+
+
+def _fmt(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def to_markdown(doc: Mapping[str, Any]) -> str:
+    """Per-category tables (x100, one decimal) for both point variants, plus the published row."""
+    lines = [f"# Results: {doc.get('setting', 'custom')}", ""]
+    if doc.get("random_weights"):
+        lines += ["**Backbone with random weights: these numbers are not comparable with published "
+                  "results.**", ""]
+    if doc.get("backbone"):
+        lines += [f"Backbone: `{doc['backbone']}`", ""]
+    header = "| category | O-AUROC | O-AP | P-AUROC | AUPRO |"
+    for variant, title in (("foreground", "points only (valid foreground points)"),
+                           ("grid", "resized organised grid, background scored 0 (published protocol)")):
+        lines += [f"## Point metrics: {title}", "", header, "|---|---|---|---|---|"]
+        rows = dict(doc.get("categories", {}))
+        rows["**mean**"] = doc.get("mean", {})
+        for name, scores in rows.items():
+            h = headline(scores, variant)
+            lines.append(f"| {name} | " + " | ".join(_fmt(h[m]) for m in METRICS) + " |")
+        lines.append("")
+    published = published_row(str(doc.get("setting", "")))
+    if published:
+        lines += ["## Beside the published numbers (grid variant for point metrics)", "", header,
+                  "|---|---|---|---|---|"]
+        ours = headline(doc.get("mean", {}), "grid")
+        lines.append("| this run | " + " | ".join(_fmt(ours[m]) for m in METRICS) + " |")
+        for method, values in published.items():
+            lines.append(f"| {method} | " + " | ".join(_fmt(values[m] / 100) for m in METRICS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_csv(doc: Mapping[str, Any]) -> str:
+    """One row per (run, category, variant, metric), plus the means (run ``mean``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run", "category", "variant", "metric", "value"])
+    for run, body in doc.get("runs", {}).items():
+        for category, scores in {**body["categories"], "mean": body["mean"]}.items():
+            _csv_rows(writer, run, category, scores)
+    for category, scores in {**doc.get("categories", {}), "mean": doc.get("mean", {})}.items():
+        _csv_rows(writer, "mean", category, scores)
+    return buffer.getvalue()
+
+
+def _csv_rows(writer: Any, run: str, category: str, scores: Scores) -> None:
+    for variant, metrics in scores.items():
+        for metric, value in metrics.items():
+            writer.writerow([run, category, variant, metric, "" if math.isnan(value) else f"{value:.6f}"])
+
+
+def write_results(out_dir: str | Path, doc: Mapping[str, Any]) -> str:
+    """Write metrics.json, metrics.csv and metrics.md into ``out_dir``; return the markdown."""
+    out_dir = Path(out_dir)
+    markdown = to_markdown(doc)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(_json_safe(doc), indent=2) + "\n")
+    atomic_write_text(out_dir / "metrics.csv", to_csv(doc))
+    atomic_write_text(out_dir / "metrics.md", markdown + "\n")
+    return markdown
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN is not JSON: write it as null."""
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Read a metrics.json back, turning null into NaN."""
+    def restore(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: restore(v) for k, v in value.items()}
+        return math.nan if value is None else value
+    return restore(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,72 @@
+"""Run folders: never overwritten, each holding its resolved config, versions, command line and log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._atomic import atomic_write_text
+
+LOG_FILE = "run.log"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries whose behaviour changes results."""
+    import numpy
+    import open_clip
+    import scipy
+    import sklearn
+    import torch
+
+    from . import __version__
+
+    return {
+        "align3d_ad": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "scikit_learn": sklearn.__version__,
+        "cuda": str(torch.version.cuda) if torch.cuda.is_available() else "not available",
+    }
+
+
+def new_run_dir(path: str | Path, *, resume: bool = False) -> Path:
+    """Create and return a fresh run folder at ``path``.
+
+    An existing non-empty folder is never overwritten: unless ``resume`` is set, the first free
+    name ``<path>-2``, ``<path>-3``, ... is used instead (and logged).
+    """
+    path = Path(path)
+    if resume or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    n = 2
+    while Path(f"{path}-{n}").exists():
+        n += 1
+    fresh = Path(f"{path}-{n}")
+    logging.getLogger(__name__).warning("%s exists; writing to %s instead", path, fresh)
+    fresh.mkdir(parents=True)
+    return fresh
+
+
+def write_run_info(run_dir: Path, *, config: Any | None = None, seed: int | None = None) -> None:
+    """Save the resolved config (``config.yaml``), versions, command line and seed into ``run_dir``."""
+    if config is not None:
+        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+    info = {"command": sys.argv, "seed": seed, "versions": versions()}
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+
+
+def attach_log_file(run_dir: Path) -> logging.Handler:
+    """Send the library's log records (INFO and up) to ``run_dir/run.log`` as well."""
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger("align3d_ad").addHandler(handler)
+    return handler
