@@ -40,7 +40,7 @@ class DataConfig:
     train_split: str | None = None  #: None = the reader's labelled split (test / test_public)
     remove_background: bool = True  #: fit and cut the background plane of organised top-view scans
     keep_largest_cluster: bool = True  #: drop everything but the largest connected cluster
-    cluster_radius: float | None = None  #: None = scaled to the point spacing
+    cluster_radius: float | None = None  #: DBSCAN radius in data units; None = 4 point spacings
     max_points: int | None = None  #: uniformly subsample bigger clouds for rendering (None = all)
     eyecandies_image: int = 5  #: which Eyecandies image_k gives the colours
     limit_per_split: int | None = None  #: read at most this many samples per category/split
@@ -87,9 +87,9 @@ class MethodConfig:
     n_ctx: int = 12
     deep_tokens: int = 4
     deep_depth: int = 9
-    smoothing: str = "knn"  #: knn | grid | none
-    smoothing_k: int = 8
-    grid_sigma: float = 4.0
+    smoothing: str = "knn"  #: knn (3D Gaussian over neighbours) | grid (reference) | none
+    smoothing_sigma: float = 4.0  #: knn: Gaussian sigma in point spacings (reference: 4 grid px)
+    grid_sigma: float = 4.0  #: grid: Gaussian sigma in grid pixels
 
 
 @dataclass(frozen=True)

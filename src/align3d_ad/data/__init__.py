@@ -17,15 +17,33 @@ from .io import (
     write_ply,
     write_tiff_xyz,
 )
+from .prepare import PreparedSample, prepare_sample
+from .preprocess import (
+    grid_resize_index,
+    keep_largest_cluster,
+    normalise_to_unit_sphere,
+    remove_background_plane,
+    resize_grid,
+)
 from .sample import PointCloudSample, valid_point_mask
+from .synth import generate_dataset, list_synth_categories
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "DatasetReader",
     "DatasetReport",
     "PointCloudSample",
+    "PreparedSample",
     "SampleRef",
+    "generate_dataset",
     "get_dataset",
+    "grid_resize_index",
+    "keep_largest_cluster",
+    "list_synth_categories",
+    "normalise_to_unit_sphere",
+    "prepare_sample",
+    "remove_background_plane",
+    "resize_grid",
     "inspect_dataset",
     "list_datasets",
     "load_point_cloud",

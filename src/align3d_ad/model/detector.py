@@ -1,0 +1,194 @@
+"""The detector: point clouds -> per-point and per-object anomaly scores (METHOD.md §6).
+
+Render every view, read (or extract and cache) the frozen image features, score each branch
+against its prompts, back-project the patch maps to the points (bilinear, mean over the views that
+see a point), smooth in 3D, and fuse the branches with α (object) and β (point). α and β are fixed
+(0.5/0.5 by default), never tuned on test data.
+
+Examples:
+    >>> detector = Detector.from_checkpoint("runs/bagel")  # doctest: +SKIP
+    >>> prediction = detector.predict(points)               # (N, 3) array or a PointCloudSample
+    >>> prediction.point_scores.shape, prediction.object_score
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..backbone.encode import ViewEncoder
+from ..backbone.loader import Backbone
+from ..config import Config
+from ..data.prepare import PreparedSample, prepare_sample
+from ..data.sample import PointCloudSample
+from ..render import (
+    Rendering,
+    back_project,
+    point_spacing,
+    smooth_grid_scores,
+    smooth_point_scores,
+)
+from .head import ALIGNED, RENDERING, AnomalyHead
+
+logger = logging.getLogger(__name__)
+
+#: Samples rendered and scored together.
+PREDICT_BATCH = 4
+
+
+@dataclass
+class Prediction:
+    """Scores of one sample.
+
+    Attributes:
+        sample_id: The sample's id.
+        point_scores: float32 (N,), one per point of the sample as given (background removed by
+            preprocessing scores 0).
+        object_score: The object-level anomaly score.
+        grid_scores: (H, W) the point scores on the sample's organised grid (0 off the points), or
+            None for unorganised clouds.
+        branch_point_scores: {branch: (N,)} the per-branch point maps A^C / A^R (smoothed).
+        branch_global: {branch: p} the per-branch mean anomalous probability of the global tokens.
+    """
+
+    sample_id: str
+    point_scores: np.ndarray
+    object_score: float
+    grid_scores: np.ndarray | None = None
+    branch_point_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    branch_global: dict[str, float] = field(default_factory=dict)
+
+
+def fuse_branches(
+    points: dict[str, torch.Tensor], globals_: dict[str, torch.Tensor], *, alpha: float, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point scores and object score from the branch maps (METHOD.md §6; one branch: itself)."""
+    if ALIGNED in points and RENDERING in points:
+        point = beta * points[ALIGNED] + (1 - beta) * points[RENDERING]
+        obj_map = alpha * points[ALIGNED] + (1 - alpha) * points[RENDERING]
+        obj = obj_map.max() + alpha * globals_[ALIGNED] + (1 - alpha) * globals_[RENDERING]
+        return point, obj
+    (branch,) = points
+    return points[branch], points[branch].max() + globals_[branch]
+
+
+class Detector:
+    """Scores point clouds with a trained (or zero-shot) head.
+
+    Args:
+        config: The run's configuration (views, smoothing, fusion weights, preprocessing).
+        encoder: Renders and encodes views (holds the backbone and the feature cache).
+        head: The aligner and prompt learners.
+    """
+
+    def __init__(self, config: Config, encoder: ViewEncoder, head: AnomalyHead) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.head = head.to(encoder.device).eval()
+        with torch.no_grad():
+            self._texts = {k: v.detach() for k, v in head.texts().items()}
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.encoder.backbone
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "auto",
+        weights: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+    ) -> Detector:
+        """Load a run folder written by training (see :mod:`align3d_ad.train.checkpoint`)."""
+        from ..train.checkpoint import load_detector
+
+        return load_detector(
+            path, device=device, weights=weights, cache_dir=cache_dir, use_cache=use_cache
+        )
+
+    def predict(
+        self, inputs: PointCloudSample | np.ndarray | Sequence[PointCloudSample | np.ndarray]
+    ) -> Prediction | list[Prediction]:
+        """Score one cloud (returns a :class:`Prediction`) or several (returns a list).
+
+        Args:
+            inputs: :class:`PointCloudSample` objects or (N, 3) arrays of points.
+        """
+        single = isinstance(inputs, (PointCloudSample, np.ndarray))
+        items = [inputs] if single else list(inputs)
+        samples = [
+            s if isinstance(s, PointCloudSample) else PointCloudSample.from_points(np.asarray(s))
+            for s in items
+        ]
+        out: list[Prediction] = []
+        for start in range(0, len(samples), PREDICT_BATCH):
+            chunk = samples[start : start + PREDICT_BATCH]
+            prepared = [prepare_sample(s, self.config.data, seed=self.config.seed) for s in chunk]
+            out.extend(self.predict_prepared(prepared))
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def predict_prepared(self, prepared: list[PreparedSample]) -> list[Prediction]:
+        """Score samples that :func:`~align3d_ad.data.prepare.prepare_sample` prepared."""
+        samples = [p.sample for p in prepared]
+        rendering = self.encoder.render(samples)
+        feats = self.encoder.encode(samples, rendering=rendering)
+        device = self.encoder.device
+        global_ = torch.stack([f.to_torch(device)[0] for f in feats])
+        tokens = torch.stack([f.to_torch(device)[1] for f in feats])
+        outs = self.head(global_, tokens, grid=self.encoder.grid_size, texts=self._texts)
+        point_maps = {b: back_project(o.patch_probs, rendering) for b, o in outs.items()}
+        global_p = {b: o.global_logits.softmax(-1)[..., 1].mean(1) for b, o in outs.items()}
+        results = []
+        for i, prep in enumerate(prepared):
+            points = {b: self._smooth(prep, maps[i][:, 1], rendering, i) for b, maps in point_maps.items()}
+            glob = {b: p[i] for b, p in global_p.items()}
+            point, obj = fuse_branches(
+                points, glob, alpha=self.config.method.alpha, beta=self.config.method.beta
+            )
+            results.append(self._prediction(prep, point, obj, points, glob))
+        return results
+
+    def _smooth(
+        self, prep: PreparedSample, scores: torch.Tensor, rendering: Rendering, i: int
+    ) -> torch.Tensor:
+        method = self.config.method
+        if method.smoothing == "none":
+            return scores
+        sample = prep.sample
+        if method.smoothing == "grid" and sample.is_organised:
+            grid = torch.zeros(sample.grid_shape, dtype=scores.dtype, device=scores.device).flatten()
+            index = torch.from_numpy(sample.grid_index).to(scores.device)
+            grid[index] = scores
+            smoothed = smooth_grid_scores(grid.view(sample.grid_shape), sigma=method.grid_sigma)
+            return smoothed.flatten()[index]
+        points = rendering.points[rendering.sample_slice(i)]
+        sigma = method.smoothing_sigma * point_spacing(points)
+        return smooth_point_scores(points, scores, sigma=sigma) if sigma > 0 else scores
+
+    @staticmethod
+    def _prediction(
+        prep: PreparedSample,
+        point: torch.Tensor,
+        obj: torch.Tensor,
+        points: dict[str, torch.Tensor],
+        glob: dict[str, torch.Tensor],
+    ) -> Prediction:
+        scores = prep.lift(point.float().cpu().numpy())
+        original = prep.original
+        return Prediction(
+            sample_id=original.sample_id,
+            point_scores=scores.astype(np.float32),
+            object_score=float(obj),
+            grid_scores=original.to_grid(scores) if original.is_organised else None,
+            branch_point_scores={b: prep.lift(v.float().cpu().numpy()) for b, v in points.items()},
+            branch_global={b: float(v) for b, v in glob.items()},
+        )

@@ -1,0 +1,157 @@
+"""The two training stages, one epoch at a time (METHOD.md §4 and §5).
+
+Stage 1 trains the aligner so rendering features land on the colour-rendering features of the
+same view (with SCR reweighting in the last epochs). Stage 2 freezes the aligner and trains the two
+prompt learners, each on its own branch loss, tied by DpCA in the last epochs. Both run on cached
+features only. The batch order of epoch e is drawn from ``(seed, stage, e)``, so an interrupted run
+resumed from its last completed epoch repeats exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import MethodConfig, TrainConfig
+from ..model.aligner import FeatureAligner
+from ..model.head import ALIGNED, RENDERING, AnomalyHead
+from ..model.losses import (
+    alignment_loss,
+    dpca_loss,
+    object_ce,
+    pixel_loss,
+    point_loss,
+    scr_weights,
+    view_ce,
+)
+from ..render import back_project
+from .data import TrainItem, stack_features
+
+
+def switched_on(epoch: int, epochs: int, last: int) -> bool:
+    """Whether a component that runs for the ``last`` epochs of ``epochs`` is on in ``epoch`` (0-based)."""
+    return epoch >= epochs - last
+
+
+def batches(n: int, batch_size: int, *, seed: int, stage: int, epoch: int) -> Iterator[np.ndarray]:
+    """Shuffled index batches of one epoch, drawn from (seed, stage, epoch) only."""
+    order = np.random.default_rng([seed, stage, epoch]).permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def stage1_epoch(
+    aligner: FeatureAligner,
+    items: list[TrainItem],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch: int,
+    train: TrainConfig,
+    method: MethodConfig,
+    seed: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """One epoch of cross-modal alignment; returns the mean loss and whether SCR was on."""
+    use_scr = method.use_scr and switched_on(epoch, train.stage1_epochs, train.stage1_scr_epochs)
+    aligner.train()
+    losses = []
+    for idx in batches(len(items), train.stage1_batch_size, seed=seed, stage=1, epoch=epoch):
+        batch = [items[i] for i in idx]
+        g_r, t_r = stack_features([b.render for b in batch], device)
+        g_c, t_c = stack_features([b.colour for b in batch], device)  # type: ignore[misc]
+        n_layers = t_r.shape[2]
+        # one row per (sample, view, layer); repeating the global token over layers leaves the
+        # mean global term unchanged
+        g_r, g_c = (g.unsqueeze(2).expand(-1, -1, n_layers, -1).flatten(0, 2) for g in (g_r, g_c))
+        t_r, t_c = t_r.flatten(0, 2), t_c.flatten(0, 2)  # (B*V*L, 1+P, D)
+        weights = scr_weights(t_r, t_c, lam=method.scr_lambda) if use_scr else None
+        loss = alignment_loss(
+            aligner.align_global(g_r), g_c, aligner.align_tokens(t_r), t_c, weights=weights
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return {"loss": float(np.mean(losses)), "scr": float(use_scr)}
+
+
+@dataclass
+class Stage2Losses:
+    """Mean losses of one stage-2 epoch, per branch."""
+
+    branch: dict[str, float]
+    dpca: dict[str, float]
+    dpca_on: bool
+
+    def to_dict(self) -> dict[str, float]:
+        out = {f"loss_{k}": v for k, v in self.branch.items()}
+        out.update({f"dpca_{k}": v for k, v in self.dpca.items()})
+        out["dpca"] = float(self.dpca_on)
+        return out
+
+
+def branch_loss(output, batch: list[TrainItem], device: torch.device) -> torch.Tensor:
+    """View CE + object CE + 2D focal/dice + 3D dice (foreground points) of one branch (METHOD.md §5)."""
+    view_labels = torch.stack([b.view_labels for b in batch]).to(device)
+    labels = torch.tensor([b.label for b in batch], device=device)
+    loss = view_ce(output.global_logits, view_labels) + object_ce(output.global_logits, labels)
+    probs = output.patch_probs  # (B, V, 2, G, G)
+    masks = torch.stack([b.gt_masks for b in batch]).to(device)  # (B, V, S, S)
+    size = masks.shape[-1]
+    up = F.interpolate(probs.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
+    loss = loss + pixel_loss(up, masks.flatten(0, 1))
+    point_terms = [
+        point_loss(back_project(probs[i : i + 1], item.projection)[0], item.point_labels.to(device))
+        for i, item in enumerate(batch)
+    ]
+    return loss + torch.stack(point_terms).mean()
+
+
+def stage2_epoch(
+    head: AnomalyHead,
+    items: list[TrainItem],
+    optimizers: dict[str, torch.optim.Optimizer],
+    *,
+    epoch: int,
+    train: TrainConfig,
+    method: MethodConfig,
+    seed: int,
+    device: torch.device,
+    grid: int,
+) -> Stage2Losses:
+    """One epoch of dual-prompt learning with DpCA in the last ``stage2_dpca_epochs`` epochs."""
+    both = ALIGNED in head.branches and RENDERING in head.branches
+    use_dpca = both and method.use_dpca and switched_on(
+        epoch, train.stage2_epochs, train.stage2_dpca_epochs
+    )
+    head.learners.train()
+    sums: dict[str, list[float]] = {b: [] for b in head.branches}
+    dpca_sums: dict[str, list[float]] = {b: [] for b in head.branches} if use_dpca else {}
+    for idx in batches(len(items), train.stage2_batch_size, seed=seed, stage=2, epoch=epoch):
+        batch = [items[i] for i in idx]
+        global_, tokens = stack_features([b.render for b in batch], device)
+        outs = head(global_, tokens, grid=grid)
+        total = torch.zeros((), device=device)
+        for branch, output in outs.items():
+            loss = branch_loss(output, batch, device)
+            sums[branch].append(float(loss))
+            if use_dpca:
+                other = RENDERING if branch == ALIGNED else ALIGNED
+                term = dpca_loss(output.text, outs[other].text)
+                dpca_sums[branch].append(float(term))
+                loss = loss + method.dpca_gamma * term
+            total = total + loss
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        total.backward()  # each branch's loss only reaches its own learner (DpCA stops gradients)
+        for opt in optimizers.values():
+            opt.step()
+    return Stage2Losses(
+        {b: float(np.mean(v)) for b, v in sums.items()},
+        {b: float(np.mean(v)) for b, v in dpca_sums.items()},
+        use_dpca,
+    )
