@@ -1,0 +1,223 @@
+"""Build a frozen open_clip CLIP model from a :class:`BackboneSpec` (METHOD.md §3).
+
+The architecture comes from open_clip's model config (or the tiny model's), the weights from an
+open_clip tag, a local file, or a seeded random initialisation. The QuickGELU guard refuses OpenAI
+weights on a GELU architecture instead of warning: that combination runs, but every feature is off.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from open_clip import CLIP, CustomTextCLIP
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.model import convert_weights_to_lp, get_cast_dtype
+
+from ..device import resolve_device
+from ..errors import ConfigError, WeightsNotFoundError
+from .registry import BackboneEntry, BackboneSpec, get_backbone_entry, resolve_vv_layers
+from .weights import (
+    HOW_TO_PROVIDE,
+    check_reference_sha256,
+    describe_tag,
+    fetch_tag_weights,
+    file_fingerprint,
+    is_torchscript_archive,
+    load_weights_into,
+)
+
+logger = logging.getLogger(__name__)
+
+_LP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(eq=False)
+class Backbone:
+    """A loaded, frozen CLIP model and what downstream code needs to know about it.
+
+    Attributes:
+        clip: The open_clip model, in eval mode, every parameter ``requires_grad=False``.
+        name: Registry / open_clip model name.
+        spec: The spec it was loaded from.
+        entry: Its registry entry.
+        device: Where its weights live.
+        dtype: Its weight dtype (float32, bfloat16 or float16).
+        image_size: Input side S in pixels.
+        patch_size: Patch side in pixels.
+        depth: Number of vision blocks.
+        embed_dim: Joint embedding width D.
+        mean: Per-channel normalisation mean (RGB) of its training preprocessing.
+        std: Per-channel normalisation std (RGB).
+        fingerprint: Identity of the weights: ``sha256-headtail:<hex>`` of a local file (see
+            :func:`~align3d_ad.backbone.weights.file_fingerprint`), ``open_clip-tag:<name>/<tag>``,
+            or ``random-init:<name>:seed<k>``.
+        is_random: True when the weights are a random initialisation (e.g. the tiny model): any
+            output made with it is not comparable with published numbers.
+        vv_start: First dual (V-V) block, 1-based, resolved for this depth.
+        layers: 1-based blocks whose V-V tokens are returned.
+        weights_path: The weights file read, or None.
+    """
+
+    clip: torch.nn.Module
+    name: str
+    spec: BackboneSpec
+    entry: BackboneEntry
+    device: torch.device
+    dtype: torch.dtype
+    image_size: int
+    patch_size: int
+    depth: int
+    embed_dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    fingerprint: str
+    is_random: bool
+    vv_start: int
+    layers: tuple[int, ...]
+    weights_path: Path | None = None
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per image side (``image_size // patch_size``)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def precision(self) -> str:
+        return self.spec.precision
+
+    def key_parts(self) -> dict[str, object]:
+        """Everything about the backbone that changes its image features (for cache keys)."""
+        return {
+            "backbone": self.name,
+            "weights": self.fingerprint,
+            "layers": list(self.layers),
+            "vv_start": self.vv_start,
+            "precision": self.precision,
+            "image_size": self.image_size,
+        }
+
+
+def _quick_gelu_guard(entry: BackboneEntry, *, openai_weights: bool, source: str) -> None:
+    """Refuse OpenAI (QuickGELU-trained) weights on an architecture built with nn.GELU."""
+    if not openai_weights or entry.quick_gelu:
+        return
+    suggestion = entry.name if entry.name.endswith("-quickgelu") else f"{entry.name}-quickgelu"
+    raise ConfigError(
+        f"backbone {entry.name!r} must be a QuickGELU model for OpenAI weights ({source}), got a "
+        f"GELU architecture; use model_name {suggestion!r} (e.g. ViT-L-14-336-quickgelu)"
+    )
+
+
+def _build_random(entry: BackboneEntry, precision: str, seed: int) -> torch.nn.Module:
+    """The architecture of ``entry`` in fp32, randomly initialised from ``seed``."""
+    cfg = entry.open_clip_config()
+    model_class = CustomTextCLIP if cfg.pop("custom_text", False) else CLIP
+    if "multimodal_cfg" in cfg:
+        raise ConfigError(f"backbone must be a CLIP model, got the captioning model {entry.name!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(**cfg, cast_dtype=get_cast_dtype(precision))
+    return model
+
+
+def _resolve_weights(
+    spec: BackboneSpec, entry: BackboneEntry, *, cache_dir: str | Path | None, allow_download: bool
+) -> tuple[Path | None, str]:
+    """(weights file or None for random init, fingerprint), after the QuickGELU guard."""
+    if spec.weights is not None:
+        path = Path(spec.weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"weights file {path} must exist, got no such file; fix the path given with "
+                f"--weights PATH"
+            )
+        _quick_gelu_guard(entry, openai_weights=is_torchscript_archive(path), source=f"{path.name}")
+        return path, file_fingerprint(path)
+    if spec.pretrained:
+        if entry.random_init:
+            raise ConfigError(
+                f"backbone {entry.name!r} has no pretrained weights; set pretrained to None"
+            )
+        tag_cfg = describe_tag(entry.name, spec.pretrained)
+        openai = spec.pretrained == "openai" or bool(tag_cfg.get("quick_gelu"))
+        _quick_gelu_guard(entry, openai_weights=openai, source=f"tag {spec.pretrained!r}")
+        path = fetch_tag_weights(
+            entry.name, spec.pretrained, cache_dir=cache_dir, allow_download=allow_download
+        )
+        return path, f"open_clip-tag:{entry.name}/{spec.pretrained}"
+    return None, f"random-init:{entry.name}:seed{spec.seed}"
+
+
+def load_backbone(
+    spec: BackboneSpec | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+    allow_download: bool = True,
+) -> Backbone:
+    """Load a frozen CLIP backbone.
+
+    Args:
+        spec: What to load; default: ViT-L-14-336-quickgelu with OpenAI weights.
+        device: ``cpu``, ``cuda[:N]``, ``auto`` or a torch.device.
+        cache_dir: Hugging Face / open_clip download cache; None = their defaults.
+        allow_download: False = only cached or local weights, never the network.
+
+    Returns:
+        The loaded :class:`Backbone`.
+
+    Raises:
+        WeightsNotFoundError: Weights neither cached nor given (message names ``--weights PATH``),
+            or the ``weights`` file is missing. Raised before any model is built.
+        ConfigError: Unknown model or tag, bad vv_start/layers/precision, or OpenAI weights with a
+            non-QuickGELU model name.
+        CheckpointMismatchError: The weights do not fit the architecture.
+    """
+    spec = spec or BackboneSpec()
+    entry = get_backbone_entry(spec.model_name)
+    dev = resolve_device(device)
+    depth = int(entry.open_clip_config()["vision_cfg"]["layers"])
+    vv_start, layers = resolve_vv_layers(spec, depth)
+    path, fingerprint = _resolve_weights(
+        spec, entry, cache_dir=cache_dir, allow_download=allow_download
+    )
+    model = _build_random(entry, spec.precision, spec.seed)
+    if path is not None:
+        logger.info("loading backbone weights from %s", path)
+        load_weights_into(model, path)
+        if is_torchscript_archive(path):
+            check_reference_sha256(path, entry.sha256, name=entry.name)
+    model = model.to(dev)
+    if spec.precision in _LP_DTYPES:
+        convert_weights_to_lp(model, dtype=_LP_DTYPES[spec.precision])
+    model.eval().requires_grad_(False)
+    visual = model.visual
+    use_tag = spec.weights is None and spec.pretrained
+    tag_cfg = describe_tag(entry.name, spec.pretrained) if use_tag else {}
+    image_size = visual.image_size
+    patch_size = visual.patch_size
+    return Backbone(
+        clip=model,
+        name=entry.name,
+        spec=spec,
+        entry=entry,
+        device=dev,
+        dtype=visual.conv1.weight.dtype,
+        image_size=int(image_size[0] if isinstance(image_size, tuple) else image_size),
+        patch_size=int(patch_size[0] if isinstance(patch_size, tuple) else patch_size),
+        depth=depth,
+        embed_dim=int(visual.output_dim),
+        mean=tuple(tag_cfg.get("mean", OPENAI_DATASET_MEAN)),
+        std=tuple(tag_cfg.get("std", OPENAI_DATASET_STD)),
+        fingerprint=fingerprint,
+        is_random=path is None,
+        vv_start=vv_start,
+        layers=layers,
+        weights_path=path,
+    )
+
+
+__all__ = ["HOW_TO_PROVIDE", "Backbone", "load_backbone"]
