@@ -26,3 +26,49 @@ def pytest_collection_modifyitems(config, items):  # noqa: D103
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+# ------------------------------------------------------------------ shared pipeline fixtures
+FAST_TRAIN = [
+    "train.stage1_epochs=2",
+    "train.stage1_scr_epochs=1",
+    "train.stage2_epochs=2",
+    "train.stage2_dpca_epochs=1",
+]
+
+
+@pytest.fixture(scope="session")
+def synth_mvtec(tmp_path_factory):
+    """A small synthetic MVTec3D-AD-format dataset (3 categories), written once per session."""
+    from align3d_ad.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "mvtec"
+    generate_dataset(root, format="mvtec3d", categories=["bagel", "cookie", "dowel"], small=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("feature_cache")
+
+
+def demo_config(root, cache, *overrides):
+    """configs/demo.yaml on ``root`` with a fast schedule and the given overrides."""
+    from align3d_ad.config import load_config
+    from align3d_ad.demo import DEMO_CONFIG
+
+    return load_config(
+        DEMO_CONFIG,
+        [f"data.root={root}", f"backbone.cache_dir={cache}", "device=cpu", *FAST_TRAIN, *overrides],
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synth_mvtec, feature_cache):
+    """A run folder trained (fast schedule, tiny backbone) on bagel."""
+    from align3d_ad.train import train_model
+
+    run_dir = tmp_path_factory.mktemp("run") / "bagel"
+    run_dir.mkdir()
+    train_model(demo_config(synth_mvtec, feature_cache), run_dir)
+    return run_dir

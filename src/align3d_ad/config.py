@@ -114,6 +114,7 @@ class EvalConfig:
     root: str | None = None  #: None = data.root
     categories: tuple[str, ...] = ()  #: () = every category but the training ones
     split: str | None = None  #: None = the reader's labelled split
+    views: str | tuple | None = None  #: test-time views (cross-dataset); None = render.views
     grid_size: int = 336  #: side of the resized organised grid of the `grid` point metrics
     aupro_method: str = "exact"  #: exact | official
     max_fpr: float = 0.3

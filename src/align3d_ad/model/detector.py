@@ -28,6 +28,7 @@ from ..data.prepare import PreparedSample, prepare_sample
 from ..data.sample import PointCloudSample
 from ..render import (
     Rendering,
+    ViewPreset,
     back_project,
     point_spacing,
     smooth_grid_scores,
@@ -54,6 +55,7 @@ class Prediction:
             None for unorganised clouds.
         branch_point_scores: {branch: (N,)} the per-branch point maps A^C / A^R (smoothed).
         branch_global: {branch: p} the per-branch mean anomalous probability of the global tokens.
+        foreground: bool (N,), the points that were scored (False: removed as background).
     """
 
     sample_id: str
@@ -62,6 +64,7 @@ class Prediction:
     grid_scores: np.ndarray | None = None
     branch_point_scores: dict[str, np.ndarray] = field(default_factory=dict)
     branch_global: dict[str, float] = field(default_factory=dict)
+    foreground: np.ndarray | None = None
 
 
 def fuse_branches(
@@ -96,6 +99,14 @@ class Detector:
     @property
     def backbone(self) -> Backbone:
         return self.encoder.backbone
+
+    def with_views(self, preset: ViewPreset) -> Detector:
+        """The same detector rendering other views (e.g. a test dataset's view set)."""
+        encoder = ViewEncoder(
+            self.backbone, preset, self.encoder.settings, cache=self.encoder.cache,
+            batch_size=self.encoder.batch_size,
+        )  # fmt: skip
+        return Detector(self.config, encoder, self.head)
 
     @classmethod
     def from_checkpoint(
@@ -148,8 +159,11 @@ class Detector:
         point_maps = {b: back_project(o.patch_probs, rendering) for b, o in outs.items()}
         global_p = {b: o.global_logits.softmax(-1)[..., 1].mean(1) for b, o in outs.items()}
         results = []
+        branches = list(point_maps)
         for i, prep in enumerate(prepared):
-            points = {b: self._smooth(prep, maps[i][:, 1], rendering, i) for b, maps in point_maps.items()}
+            stacked = torch.stack([point_maps[b][i][:, 1] for b in branches], dim=1)  # (N, branches)
+            smoothed = self._smooth(prep, stacked, rendering, i)
+            points = {b: smoothed[:, k] for k, b in enumerate(branches)}
             glob = {b: p[i] for b, p in global_p.items()}
             point, obj = fuse_branches(
                 points, glob, alpha=self.config.method.alpha, beta=self.config.method.beta
@@ -160,16 +174,19 @@ class Detector:
     def _smooth(
         self, prep: PreparedSample, scores: torch.Tensor, rendering: Rendering, i: int
     ) -> torch.Tensor:
+        """Smooth (N, C) point scores of sample ``i`` as ``method.smoothing`` says."""
         method = self.config.method
         if method.smoothing == "none":
             return scores
         sample = prep.sample
         if method.smoothing == "grid" and sample.is_organised:
-            grid = torch.zeros(sample.grid_shape, dtype=scores.dtype, device=scores.device).flatten()
+            h, w = sample.grid_shape
+            grid = scores.new_zeros(h * w, scores.shape[1])
             index = torch.from_numpy(sample.grid_index).to(scores.device)
             grid[index] = scores
-            smoothed = smooth_grid_scores(grid.view(sample.grid_shape), sigma=method.grid_sigma)
-            return smoothed.flatten()[index]
+            maps = grid.T.reshape(-1, h, w)
+            smoothed = smooth_grid_scores(maps, sigma=method.grid_sigma)
+            return smoothed.reshape(len(maps), -1)[:, index].T
         points = rendering.points[rendering.sample_slice(i)]
         sigma = method.smoothing_sigma * point_spacing(points)
         return smooth_point_scores(points, scores, sigma=sigma) if sigma > 0 else scores
@@ -184,6 +201,8 @@ class Detector:
     ) -> Prediction:
         scores = prep.lift(point.float().cpu().numpy())
         original = prep.original
+        foreground = np.zeros(original.num_points, dtype=bool)
+        foreground[prep.foreground] = True
         return Prediction(
             sample_id=original.sample_id,
             point_scores=scores.astype(np.float32),
@@ -191,4 +210,5 @@ class Detector:
             grid_scores=original.to_grid(scores) if original.is_organised else None,
             branch_point_scores={b: prep.lift(v.float().cpu().numpy()) for b, v in points.items()},
             branch_global={b: float(v) for b, v in glob.items()},
+            foreground=foreground,
         )

@@ -186,8 +186,18 @@ def load_detector(
     weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
+    backbone: Backbone | None = None,
 ):
-    """Rebuild the :class:`~align3d_ad.model.detector.Detector` of a run folder."""
+    """Rebuild the :class:`~align3d_ad.model.detector.Detector` of a run folder.
+
+    Args:
+        path: The run folder.
+        device: auto | cpu | cuda[:N].
+        weights: Local backbone weights (default: those named in the checkpoint's config).
+        cache_dir: Feature cache folder (default: the checkpoint config's).
+        use_cache: False = never read or write the feature cache.
+        backbone: An already loaded backbone to reuse (checked against the checkpoint).
+    """
     from ..model.detector import Detector
 
     run_dir = Path(path)
@@ -199,7 +209,8 @@ def load_detector(
         "backbone.use_cache": use_cache and bb.use_cache,
         "device": str(device),
     })  # fmt: skip
-    backbone = load_backbone(backbone_spec(config.backbone, weights=weights), device=device)
+    if backbone is None:
+        backbone = load_backbone(backbone_spec(config.backbone, weights=weights), device=device)
     check_backbone(doc, backbone, run_dir)
     text = PromptableTextEncoder(backbone)
     head = AnomalyHead(text, backbone.embed_dim, config.method)

@@ -1,0 +1,142 @@
+"""The saved scores of one test category, and the metrics computed from them (METHOD.md §7).
+
+Everything the metrics need is kept per sample and written to ``scores/<category>.npz``, so the
+numbers in ``metrics.json`` can always be recomputed from the saved scores
+(:func:`CategoryScores.load` then :meth:`CategoryScores.metrics`).
+
+Point metrics come in two variants, named plainly:
+
+* ``foreground``: over the object's points only (the honest definition, the default): the valid
+  points the detector scored, i.e. without the background plane that preprocessing removes, plus
+  every anomalous point (an anomalous point removed as background counts, with score 0, as missed).
+  AUPRO regions: 8-connected components of the GT on the organised grid, read at the points; for
+  unorganised clouds, connected components of the anomalous points under a radius graph
+  (:func:`~align3d_ad.evaluate.regions.point_regions`).
+* ``grid``: over the organised grid resized to ``grid_size`` x ``grid_size`` with the legacy nearest
+  mapping (as PointAD and Align3D-AD do), every cell included and background scored 0 — what the
+  published tables report. Undefined (NaN) for unorganised clouds.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..data.preprocess import grid_resize_index
+from ..data.sample import PointCloudSample
+from .metrics import UndefinedMetricWarning, object_metrics, point_metrics
+from .regions import grid_regions, point_regions
+
+
+@dataclass
+class CategoryScores:
+    """Per-sample scores and labels of one test category."""
+
+    category: str
+    grid_size: int = 336
+    sample_ids: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    object_scores: list[float] = field(default_factory=list)
+    point_scores: list[np.ndarray] = field(default_factory=list)
+    point_labels: list[np.ndarray] = field(default_factory=list)
+    point_regions: list[np.ndarray] = field(default_factory=list)
+    grid_scores: list[np.ndarray] = field(default_factory=list)
+    grid_labels: list[np.ndarray] = field(default_factory=list)
+
+    def add(
+        self,
+        sample: PointCloudSample,
+        point_scores: np.ndarray,
+        object_score: float,
+        *,
+        foreground: np.ndarray | None = None,
+    ) -> None:
+        """Record the prediction for one labelled sample.
+
+        Args:
+            sample: The sample as read (with labels and point labels).
+            point_scores: (N,) scores of its points.
+            object_score: Its object score.
+            foreground: bool (N,) points the detector scored; None = all.
+        """
+        if sample.label is None or sample.point_labels is None:
+            raise ValueError(f"sample {sample.sample_id!r} must have labels to be evaluated")
+        labels = np.asarray(sample.point_labels, dtype=bool)
+        point_scores = np.asarray(point_scores, dtype=np.float32)
+        keep = labels | (True if foreground is None else np.asarray(foreground, dtype=bool))
+        self.sample_ids.append(sample.sample_id)
+        self.labels.append(int(sample.label))
+        self.object_scores.append(float(object_score))
+        self.point_scores.append(point_scores[keep])
+        self.point_labels.append(labels[keep])
+        if sample.is_organised:
+            gt = sample.meta.get("gt_grid")
+            gt = sample.to_grid(labels, fill=False) if gt is None else np.asarray(gt, dtype=bool)
+            self.point_regions.append(grid_regions(gt).reshape(-1)[sample.grid_index][keep])
+            src = grid_resize_index(sample.grid_shape, self.grid_size)
+            size = (self.grid_size, self.grid_size)
+            self.grid_scores.append(sample.to_grid(point_scores).reshape(-1)[src].reshape(size))
+            self.grid_labels.append(gt.reshape(-1)[src].reshape(size))
+        else:
+            self.point_regions.append(point_regions(sample.points[keep], labels[keep]))
+
+    def metrics(self, *, method: str = "exact", max_fpr: float = 0.3) -> dict[str, dict[str, float]]:
+        """{"object": {o_auroc, o_ap}, "foreground": {p_auroc, aupro}, "grid": {p_auroc, aupro}}."""
+        opts = {"method": method, "max_fpr": max_fpr}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            out = {"object": object_metrics(self.labels, self.object_scores).to_dict()}
+            out["foreground"] = point_metrics(
+                self.point_labels, self.point_scores, self.point_regions, **opts
+            ).to_dict()
+            if self.grid_scores and len(self.grid_scores) == len(self.labels):
+                out["grid"] = point_metrics(self.grid_labels, self.grid_scores, **opts).to_dict()
+            else:
+                out["grid"] = {"p_auroc": math.nan, "aupro": math.nan}
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write everything to one ``.npz`` (atomically)."""
+        counts = np.array([len(s) for s in self.point_scores], dtype=np.int64)
+        arrays = {
+            "category": np.array(self.category), "grid_size": np.array(self.grid_size),
+            "sample_ids": np.array(self.sample_ids), "labels": np.array(self.labels, dtype=np.int8),
+            "object_scores": np.array(self.object_scores, dtype=np.float64),
+            "point_counts": counts,
+            "point_scores": _cat(self.point_scores, np.float32),
+            "point_labels": _cat(self.point_labels, bool),
+            "point_regions": _cat(self.point_regions, np.int64),
+        }  # fmt: skip
+        if self.grid_scores:
+            arrays["grid_scores"] = np.stack(self.grid_scores).astype(np.float32)
+            arrays["grid_labels"] = np.stack(self.grid_labels)
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CategoryScores:
+        """Read a file written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            splits = np.cumsum(data["point_counts"])[:-1]
+            out = cls(
+                category=str(data["category"]), grid_size=int(data["grid_size"]),
+                sample_ids=[str(s) for s in data["sample_ids"]],
+                labels=[int(v) for v in data["labels"]],
+                object_scores=[float(v) for v in data["object_scores"]],
+                point_scores=np.split(data["point_scores"], splits),
+                point_labels=np.split(data["point_labels"], splits),
+                point_regions=np.split(data["point_regions"], splits),
+            )  # fmt: skip
+            if "grid_scores" in data:
+                out.grid_scores = list(data["grid_scores"])
+                out.grid_labels = list(data["grid_labels"])
+        return out
+
+
+def _cat(arrays: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype=dtype)
