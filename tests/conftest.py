@@ -59,7 +59,8 @@ def demo_config(root, cache, *overrides):
 
     return load_config(
         DEMO_CONFIG,
-        [f"data.root={root}", f"backbone.cache_dir={cache}", "device=cpu", *FAST_TRAIN, *overrides],
+        [f"data.root={root}", f"backbone.cache_dir={cache}", "device=cpu",
+         "data.train_categories=[bagel]", *FAST_TRAIN, *overrides],
     )
 
 

@@ -133,7 +133,9 @@ def _setup_logging(quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``align3d-ad`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = ["align3d-ad", *argv]
     _setup_logging(args.quiet)
     from . import commands
 

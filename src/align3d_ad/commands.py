@@ -34,11 +34,14 @@ def _config(args: argparse.Namespace, path: Path | None = None) -> Config:
     return load_config(path, overrides)
 
 
-def _start_run(out: Path, config: Config | None, *, resume: bool = False) -> Path:
+def _start_run(
+    args: argparse.Namespace, out: Path, config: Config | None, *, resume: bool = False
+) -> Path:
     from .runs import attach_log_file, new_run_dir, write_run_info
 
     run_dir = new_run_dir(out, resume=resume)
-    write_run_info(run_dir, config=config, seed=None if config is None else config.seed)
+    seed = config.seed if config is not None else (args.seed or 0)
+    write_run_info(run_dir, config=config, seed=seed, command=args.command_line)
     attach_log_file(run_dir)
     return run_dir
 
@@ -100,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args, args.config)
     if args.root is not None:
         config = config.replace(**{"data.root": str(_require_dir(args.root, "dataset root"))})
-    run_dir = _start_run(args.out, config, resume=args.resume)
+    run_dir = _start_run(args, args.out, config, resume=args.resume)
     result = train_model(config, run_dir, resume=args.resume)
     print(f"trained {config.method.variant} on {', '.join(config.data.train_categories)}: {run_dir}")
     if result.history:
@@ -116,7 +119,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     _require_dir(args.root, "dataset root")
     doc = read_checkpoint(args.checkpoint)
     config = _config(args, args.config) if args.config else _config(args)
-    run_dir = _start_run(args.out, config)
+    run_dir = _start_run(args, args.out, config)
     detector = load_detector(
         args.checkpoint, device=args.device, weights=args.weights,
         cache_dir=args.cache_dir, use_cache=not args.no_cache,
@@ -151,7 +154,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.test_root is not None:
         _require_dir(args.test_root, "test dataset root")
     config = _config(args, args.config)
-    run_dir = _start_run(args.out, config)
+    run_dir = _start_run(args, args.out, config)
     doc = run_protocol(config, run_dir, root=args.root, test_root=args.test_root,
                        weights=args.weights)  # fmt: skip
     print(to_markdown(doc))
@@ -161,7 +164,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_dir = _start_run(args.out, None)
+    run_dir = _start_run(args, args.out, None)
     report = run_demo(run_dir, device=args.device, seed=args.seed or 0, fast=args.fast,
                       weights=args.weights, cache_dir=args.cache_dir)  # fmt: skip
     sys.stdout.write(report.read_text(encoding="utf-8"))

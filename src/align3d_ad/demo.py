@@ -25,8 +25,6 @@ from .viz.report import render_report
 logger = logging.getLogger(__name__)
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
-#: The auxiliary (training) category of the demo; every other synthetic category is tested.
-DEMO_TRAIN_CATEGORY = "bagel"
 #: Test samples per category (first good, then defective, in reader order) and visualised ones.
 DEMO_TEST_LIMIT = 12
 DEMO_FAST_TEST_LIMIT = 4
@@ -73,9 +71,10 @@ def run_demo(
                          weights=None if weights is None else str(weights),
                          cache_dir=None if cache_dir is None else str(cache_dir))  # fmt: skip
     atomic_write_text(out_dir / "config.yaml", config.to_yaml())
+    train_category = config.data.train_categories[0]
     model_dir = out_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("training on %s (both stages)", DEMO_TRAIN_CATEGORY)
+    logger.info("training on %s (both stages)", train_category)
     result = train_model(config, model_dir)
     detector = load_detector(model_dir, device=device, cache_dir=config.backbone.cache_dir)
     visual_dir = out_dir / "visuals"
@@ -94,11 +93,11 @@ def run_demo(
 
     limit = DEMO_FAST_TEST_LIMIT if fast else DEMO_TEST_LIMIT
     results = evaluate_dataset(
-        detector, "mvtec3d", data_root, out_dir=out_dir, exclude=[DEMO_TRAIN_CATEGORY],
+        detector, "mvtec3d", data_root, out_dir=out_dir, exclude=[train_category],
         eval_config=config.eval, on_prediction=visualise,
         select=lambda refs: pick_test_refs(refs, limit),
     )  # fmt: skip
-    doc = combine_runs({DEMO_TRAIN_CATEGORY: results}, setting="demo",
+    doc = combine_runs({train_category: results}, setting="demo",
                        backbone=f"{detector.backbone.name} ({detector.backbone.fingerprint})",
                        random_weights=detector.backbone.is_random)  # fmt: skip
     write_results(out_dir, doc)
@@ -128,7 +127,8 @@ def _report(doc, result, manifest, config, detector, limit, seconds, visual_dir,
         ]
     else:
         lines += [f"Backbone: `{backbone.name}` ({backbone.fingerprint}).", ""]
-    train_counts = manifest["categories"][DEMO_TRAIN_CATEGORY]["test"]
+    train_category = config.data.train_categories[0]
+    train_counts = manifest["categories"][train_category]["test"]
     first, last = (result.history[0], result.history[-1]) if result.history else ({}, {})
     lines += [
         "## What was done",
@@ -138,7 +138,7 @@ def _report(doc, result, manifest, config, detector, limit, seconds, visual_dir,
         f"2. Trained Align3D-AD ({config.method.variant}: aligner {config.train.stage1_epochs} epochs "
         f"with SCR in the last {config.train.stage1_scr_epochs}; dual prompts "
         f"{config.train.stage2_epochs} epochs with DpCA in the last {config.train.stage2_dpca_epochs}) "
-        f"on the labelled test split of **{DEMO_TRAIN_CATEGORY}** only ({train_counts['samples']} "
+        f"on the labelled test split of **{train_category}** only ({train_counts['samples']} "
         f"samples, {train_counts['anomalous']} anomalous). Model: `model/`.",
         f"3. Tested zero-shot on the {len(doc['categories'])} other categories, which the model never "
         f"saw (up to {limit} test samples each, good and defective). Scores: `scores/`.",

@@ -70,7 +70,8 @@ def predict_files(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, use_cache=not args.no_cache,
     )  # fmt: skip
     run_dir = new_run_dir(args.out)
-    write_run_info(run_dir, config=detector.config, seed=detector.config.seed)
+    write_run_info(run_dir, config=detector.config, seed=detector.config.seed,
+                   command=getattr(args, "command_line", None))
     attach_log_file(run_dir)
     names = output_names(paths)
     rows = []

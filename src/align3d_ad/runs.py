@@ -55,11 +55,17 @@ def new_run_dir(path: str | Path, *, resume: bool = False) -> Path:
     return fresh
 
 
-def write_run_info(run_dir: Path, *, config: Any | None = None, seed: int | None = None) -> None:
+def write_run_info(
+    run_dir: Path,
+    *,
+    config: Any | None = None,
+    seed: int | None = None,
+    command: list[str] | None = None,
+) -> None:
     """Save the resolved config (``config.yaml``), versions, command line and seed into ``run_dir``."""
     if config is not None:
         atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-    info = {"command": sys.argv, "seed": seed, "versions": versions()}
+    info = {"command": command or sys.argv, "seed": seed, "versions": versions()}
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
 
 

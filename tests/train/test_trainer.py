@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import demo_config
 from safetensors.torch import load_file
 
 from align3d_ad.data import get_dataset, prepare_sample
@@ -17,6 +16,7 @@ from align3d_ad.model.detector import Detector
 from align3d_ad.train import load_detector, read_checkpoint, train_model
 from align3d_ad.train import stages as stages_module
 from align3d_ad.train.checkpoint import HEAD_FILE
+from conftest import demo_config
 
 
 def _heads_equal(a, b) -> bool:

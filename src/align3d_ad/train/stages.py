@@ -75,7 +75,7 @@ def stage1_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"loss": float(np.mean(losses)), "scr": float(use_scr)}
 
 
@@ -138,11 +138,11 @@ def stage2_epoch(
         total = torch.zeros((), device=device)
         for branch, output in outs.items():
             loss = branch_loss(output, batch, device)
-            sums[branch].append(float(loss))
+            sums[branch].append(float(loss.detach()))
             if use_dpca:
                 other = RENDERING if branch == ALIGNED else ALIGNED
                 term = dpca_loss(output.text, outs[other].text)
-                dpca_sums[branch].append(float(term))
+                dpca_sums[branch].append(float(term.detach()))
                 loss = loss + method.dpca_gamma * term
             total = total + loss
         for opt in optimizers.values():
