@@ -29,14 +29,6 @@ def pytest_collection_modifyitems(config, items):  # noqa: D103
 
 
 # ------------------------------------------------------------------ shared pipeline fixtures
-FAST_TRAIN = [
-    "train.stage1_epochs=2",
-    "train.stage1_scr_epochs=1",
-    "train.stage2_epochs=2",
-    "train.stage2_dpca_epochs=1",
-]
-
-
 @pytest.fixture(scope="session")
 def synth_mvtec(tmp_path_factory):
     """A small synthetic MVTec3D-AD-format dataset (3 categories), written once per session."""
@@ -52,22 +44,11 @@ def feature_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("feature_cache")
 
 
-def demo_config(root, cache, *overrides):
-    """configs/demo.yaml on ``root`` with a fast schedule and the given overrides."""
-    from align3d_ad.config import load_config
-    from align3d_ad.demo import DEMO_CONFIG
-
-    return load_config(
-        DEMO_CONFIG,
-        [f"data.root={root}", f"backbone.cache_dir={cache}", "device=cpu",
-         "data.train_categories=[bagel]", *FAST_TRAIN, *overrides],
-    )
-
-
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, synth_mvtec, feature_cache):
     """A run folder trained (fast schedule, tiny backbone) on bagel."""
     from align3d_ad.train import train_model
+    from pipeline_helpers import demo_config
 
     run_dir = tmp_path_factory.mktemp("run") / "bagel"
     run_dir.mkdir()

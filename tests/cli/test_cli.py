@@ -14,7 +14,7 @@ from align3d_ad.cli import EXIT_USER_ERROR, main
 from align3d_ad.data import load_point_cloud, read_ply
 from align3d_ad.evaluate.scores import CategoryScores
 from align3d_ad.evaluate.tables import read_results
-from conftest import FAST_TRAIN
+from pipeline_helpers import FAST_TRAIN
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

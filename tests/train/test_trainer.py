@@ -16,7 +16,7 @@ from align3d_ad.model.detector import Detector
 from align3d_ad.train import load_detector, read_checkpoint, train_model
 from align3d_ad.train import stages as stages_module
 from align3d_ad.train.checkpoint import HEAD_FILE
-from conftest import demo_config
+from pipeline_helpers import demo_config
 
 
 def _heads_equal(a, b) -> bool:
