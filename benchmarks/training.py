@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -61,8 +60,8 @@ def main() -> None:
     extraction = first.extraction_seconds
     s1 = statistics.median(first.epoch_seconds.get("stage1", [float("nan")]))
     s2 = statistics.median(first.epoch_seconds.get("stage2", [float("nan")]))
-    print(f"| backbone | samples | extraction pass (s) | cached read (s) | stage-1 epoch (s) | "
-          f"stage-2 epoch (s) | stage-1 / extraction | stage-2 / extraction |")  # fmt: skip
+    print("| backbone | samples | extraction pass (s) | cached read (s) | stage-1 epoch (s) | "
+          "stage-2 epoch (s) | stage-1 / extraction | stage-2 / extraction |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.backbone} | {len(samples)} | {extraction:.2f} | {cached.extraction_seconds:.2f} | "
           f"{s1:.3f} | {s2:.3f} | {100 * s1 / extraction:.1f}% | {100 * s2 / extraction:.1f}% |")

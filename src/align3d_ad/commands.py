@@ -71,7 +71,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print_json(report.to_dict())
     else:
         print(report.to_text())
-    return 1 if report.to_dict()["problems"] and not args.json else 0
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:

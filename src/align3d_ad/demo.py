@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 #: Test samples per category (first good, then defective, in reader order) and visualised ones.
-DEMO_TEST_LIMIT = 12
+DEMO_TEST_LIMIT = 9
 DEMO_FAST_TEST_LIMIT = 4
 DEMO_VISUALS = 1
 
