@@ -39,6 +39,8 @@ class DataConfig:
     train_categories: tuple[str, ...] = ()  #: auxiliary categories trained on (their labelled split)
     train_split: str | None = None  #: None = the reader's labelled split (test / test_public)
     remove_background: bool = True  #: fit and cut the background plane of organised top-view scans
+    plane_fit_threshold: float = 0.004  #: RANSAC inlier distance (data units; BTF: 4 mm)
+    plane_cut_distance: float = 0.005  #: points nearer the plane are background (BTF: 5 mm)
     keep_largest_cluster: bool = True  #: drop everything but the largest connected cluster
     cluster_radius: float | None = None  #: DBSCAN radius in data units; None = 4 point spacings
     max_points: int | None = None  #: uniformly subsample bigger clouds for rendering (None = all)

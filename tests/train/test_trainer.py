@@ -61,9 +61,11 @@ def test_training_is_deterministic_and_resume_is_exact(tmp_path, synth_mvtec, fe
     full, again, resumed = (tmp_path / n for n in ("full", "again", "resumed"))
     for d in (full, again, resumed):
         d.mkdir()
-    train_model(config, full)
-    train_model(config, again)
+    first = train_model(config, full)
+    second = train_model(config, again)
     assert _heads_equal(full, again)
+    # the second run reads every feature from the cache instead of running the backbone
+    assert second.cache_misses == 0 and second.cache_hits == first.cache_hits + first.cache_misses
 
     real_epoch = stages_module.stage2_epoch
     calls = {"n": 0}

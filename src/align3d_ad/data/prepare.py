@@ -80,7 +80,10 @@ def _remove_background(sample: PointCloudSample, config: DataConfig, seed: int) 
     out = sample
     if config.remove_background:
         try:
-            out = remove_background_plane(out, seed=seed)
+            out = remove_background_plane(
+                out, fit_threshold=config.plane_fit_threshold,
+                cut_distance=config.plane_cut_distance, seed=seed,
+            )  # fmt: skip
         except DatasetFormatError:
             logger.info("%s: no background border to fit; plane removal skipped", sample.sample_id)
     if config.keep_largest_cluster and out.num_points > MIN_FOREGROUND_POINTS:

@@ -39,6 +39,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     extraction_seconds: float = 0.0
     epoch_seconds: dict[str, list[float]] = field(default_factory=dict)
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 def load_training_samples(config: Config, *, root: str | Path | None = None) -> list[PreparedSample]:
@@ -111,6 +113,7 @@ def train_model(
     needs_colour = head.aligner is not None and config.train.stage1_epochs > 0
     items = build_train_items(samples, encoder, with_colour=needs_colour, seed=config.seed)
     result.extraction_seconds = time.perf_counter() - start
+    result.cache_hits, result.cache_misses = encoder.cache.hits, encoder.cache.misses
     training_data = {
         "dataset": config.data.dataset, "root": str(config.data.root),
         "categories": list(config.data.train_categories),
