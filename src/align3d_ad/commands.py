@@ -118,7 +118,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     _require_dir(args.root, "dataset root")
     doc = read_checkpoint(args.checkpoint)
-    config = _config(args, args.config) if args.config else _config(args)
+    config = _config(args, args.config)
     run_dir = _start_run(args, args.out, config)
     detector = load_detector(
         args.checkpoint, device=args.device, weights=args.weights,

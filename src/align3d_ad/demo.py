@@ -147,8 +147,18 @@ def _report(doc, result, manifest, config, detector, limit, seconds, visual_dir,
         "",
         f"Mean over categories (points only): O-AUROC {100 * mean['o_auroc']:.1f}, "
         f"P-AUROC {100 * mean['p_auroc']:.1f}, AUPRO {100 * mean['aupro']:.1f} "
-        "(50 = chance for AUROC).",
+        "(50 = chance for AUROC; AUPRO of constant scores is 15).",
         "",
+    ]
+    if backbone.is_random:
+        lines += [
+            "How to read this: a randomly initialised backbone has no learned visual concepts, so "
+            "what the prompts learn on the training category barely transfers to unseen "
+            "categories; numbers near chance are the expected outcome here, not a fault. With "
+            "pretrained CLIP weights the same command measures real zero-shot transfer.",
+            "",
+        ]
+    lines += [
         to_markdown(doc).replace("# Results: demo", "## Results").replace("\n## ", "\n### "),
         "## Pictures",
         "",

@@ -39,11 +39,15 @@ class ViewFeatures:
     global_: np.ndarray
     tokens: np.ndarray
 
-    def to_torch(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 tensors (copies) on ``device``."""
-        g = torch.from_numpy(np.array(self.global_, dtype=np.float32))
-        t = torch.from_numpy(np.array(self.tokens, dtype=np.float32))
-        return g.to(device), t.to(device)
+
+
+def stack_features(
+    features: list[ViewFeatures], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, V, D) global and (B, V, L, 1+P, D) token float32 tensors of a batch of samples."""
+    g = torch.from_numpy(np.stack([np.asarray(f.global_, dtype=np.float32) for f in features]))
+    t = torch.from_numpy(np.stack([np.asarray(f.tokens, dtype=np.float32) for f in features]))
+    return g.to(device), t.to(device)
 
 
 class ViewEncoder:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbone.encode import ViewEncoder
+from ..backbone.encode import ViewEncoder, stack_features
 from ..backbone.loader import Backbone
 from ..config import Config
 from ..data.prepare import PreparedSample, prepare_sample
@@ -152,9 +152,7 @@ class Detector:
         samples = [p.sample for p in prepared]
         rendering = self.encoder.render(samples)
         feats = self.encoder.encode(samples, rendering=rendering)
-        device = self.encoder.device
-        global_ = torch.stack([f.to_torch(device)[0] for f in feats])
-        tokens = torch.stack([f.to_torch(device)[1] for f in feats])
+        global_, tokens = stack_features(feats, self.encoder.device)
         outs = self.head(global_, tokens, grid=self.encoder.grid_size, texts=self._texts)
         point_maps = {b: back_project(o.patch_probs, rendering) for b, o in outs.items()}
         global_p = {b: o.global_logits.softmax(-1)[..., 1].mean(1) for b, o in outs.items()}

@@ -121,12 +121,3 @@ def build_train_items(
         len(items), sum(i.label for i in items), encoder.cache.hits, encoder.cache.misses,
     )  # fmt: skip
     return items
-
-
-def stack_features(
-    features: list[ViewFeatures], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, V, D) global and (B, V, L, 1+P, D) token float32 tensors of a batch."""
-    g = torch.from_numpy(np.stack([np.asarray(f.global_, dtype=np.float32) for f in features]))
-    t = torch.from_numpy(np.stack([np.asarray(f.tokens, dtype=np.float32) for f in features]))
-    return g.to(device), t.to(device)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backbone.encode import stack_features
 from ..config import MethodConfig, TrainConfig
 from ..model.aligner import FeatureAligner
 from ..model.head import ALIGNED, RENDERING, AnomalyHead
@@ -29,7 +30,7 @@ from ..model.losses import (
     view_ce,
 )
 from ..render import back_project
-from .data import TrainItem, stack_features
+from .data import TrainItem
 
 
 def switched_on(epoch: int, epochs: int, last: int) -> bool:
