@@ -44,8 +44,8 @@ class DataConfig:
     keep_largest_cluster: bool = True  #: drop everything but the largest connected cluster
     cluster_radius: float | None = None  #: DBSCAN radius in data units; None = 4 point spacings
     max_points: int | None = None  #: uniformly subsample bigger clouds for rendering (None = all)
-    eyecandies_image: int = 5  #: which Eyecandies image_k gives the colours
     limit_per_split: int | None = None  #: read at most this many samples per category/split
+    reader_options: dict = field(default_factory=dict)  #: extra options of the dataset reader
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ class EvalConfig:
     root: str | None = None  #: None = data.root
     categories: tuple[str, ...] = ()  #: () = every category but the training ones
     split: str | None = None  #: None = the reader's labelled split
+    reader_options: dict = field(default_factory=dict)  #: e.g. {gt_mismatch: use_txt} for real3d
     views: str | tuple | None = None  #: test-time views (cross-dataset); None = render.views
     grid_size: int = 336  #: side of the resized organised grid of the `grid` point metrics
     aupro_method: str = "exact"  #: exact | official
@@ -198,6 +199,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, Sequence) or isinstance(value, str):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if annotation is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")

@@ -55,7 +55,7 @@ def evaluate_dataset(
         {category: {"object": {...}, "foreground": {...}, "grid": {...}}}.
     """
     cfg = eval_config or EvalConfig()
-    reader = get_dataset(dataset, root)
+    reader = get_dataset(dataset, root, **cfg.reader_options)
     available = reader.categories()
     names = list(categories) if categories else [c for c in available if c not in set(exclude)]
     unknown = [c for c in names if c not in available]

@@ -51,7 +51,7 @@ def load_training_samples(config: Config, *, root: str | Path | None = None) -> 
         raise ConfigError("data.root must be set (pass --root DIR)")
     if not data.train_categories:
         raise ConfigError("data.train_categories must name at least one auxiliary category")
-    reader = get_dataset(data.dataset, root)
+    reader = get_dataset(data.dataset, root, **data.reader_options)
     split = data.train_split or reader.labelled_split
     refs = []
     for category in data.train_categories:
