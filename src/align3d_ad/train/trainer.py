@@ -87,7 +87,6 @@ def train_model(
         samples: Already prepared training samples (default: read ``config.data``).
     """
     run_dir = Path(run_dir)
-    device = backbone.device if backbone is not None else None
     backbone = backbone or load_backbone(backbone_spec(config.backbone), device=config.device)
     device = backbone.device
     torch.manual_seed(config.seed)
