@@ -12,6 +12,8 @@ from typing import Any
 from ._atomic import atomic_write_text
 
 LOG_FILE = "run.log"
+#: What a run folder holds before it produced anything (a run that failed at once): reusable.
+RUN_INFO_FILES = frozenset({"config.yaml", "run.json", LOG_FILE})
 
 
 def versions() -> dict[str, str]:
@@ -39,11 +41,13 @@ def versions() -> dict[str, str]:
 def new_run_dir(path: str | Path, *, resume: bool = False) -> Path:
     """Create and return a fresh run folder at ``path``.
 
-    An existing non-empty folder is never overwritten: unless ``resume`` is set, the first free
-    name ``<path>-2``, ``<path>-3``, ... is used instead (and logged).
+    A folder holding results is never overwritten: unless ``resume`` is set, the first free name
+    ``<path>-2``, ``<path>-3``, ... is used instead (and logged). A folder holding only the run
+    information of a run that failed before producing anything is reused.
     """
     path = Path(path)
-    if resume or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+    reusable = path.is_dir() and {p.name for p in path.iterdir()} <= RUN_INFO_FILES
+    if resume or not path.exists() or reusable:
         path.mkdir(parents=True, exist_ok=True)
         return path
     n = 2

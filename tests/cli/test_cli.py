@@ -175,6 +175,13 @@ def test_missing_weights_fail_fast_naming_the_flag(capsys, synth_mvtec, tmp_path
     code, _, err = run(capsys, "train", "--config", "configs/mvtec3d_one_vs_rest.yaml", "--root",
                        synth_mvtec, "--out", tmp_path / "s", "--weights", tmp_path / "w.pt")  # fmt: skip
     assert code == EXIT_USER_ERROR and "w.pt" in err
+    # a failed run produced nothing: the next try reuses its folder instead of making r-2
+    code, _, _ = run(capsys, "train", "--config", "configs/mvtec3d_one_vs_rest.yaml", "--root",
+                     synth_mvtec, "--out", tmp_path / "r")  # fmt: skip
+    assert code == EXIT_USER_ERROR
+    assert not (tmp_path / "r-2").exists() and {p.name for p in (tmp_path / "r").iterdir()} <= {
+        "config.yaml", "run.json", "run.log"
+    }
 
 
 def test_checkpoint_from_other_backbone_is_refused(capsys, cli_run, synth_mvtec, tmp_path):
