@@ -42,7 +42,7 @@ class DataConfig:
     plane_fit_threshold: float = 0.004  #: RANSAC inlier distance (data units; BTF: 4 mm)
     plane_cut_distance: float = 0.005  #: points nearer the plane are background (BTF: 5 mm)
     keep_largest_cluster: bool = True  #: drop everything but the largest connected cluster
-    cluster_radius: float | None = None  #: DBSCAN radius in data units; None = 4 point spacings
+    cluster_radius: float | None = None  #: 3D DBSCAN radius (data units, BTF: 0.006); None = grid components
     max_points: int | None = None  #: uniformly subsample bigger clouds for rendering (None = all)
     limit_per_split: int | None = None  #: read at most this many samples per category/split
     reader_options: dict = field(default_factory=dict)  #: extra options of the dataset reader

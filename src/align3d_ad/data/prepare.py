@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..config import DataConfig
@@ -22,12 +23,6 @@ from .sample import PointCloudSample
 
 logger = logging.getLogger(__name__)
 
-#: Cluster radius in median point spacings when ``cluster_radius`` is None. BTF's 6 mm is about
-#: 12-30 spacings on MVTec 3D-AD scans, i.e. hundreds to thousands of neighbours per point; 4
-#: spacings (~50 neighbours on a surface) still bridge small holes and keeps clustering linear.
-CLUSTER_RADIUS_SPACINGS = 4.0
-#: DBSCAN core-point threshold used with the spacing-scaled radius.
-CLUSTER_MIN_POINTS = 10
 #: A background cut must leave at least this many points, else the sample is kept whole.
 MIN_FOREGROUND_POINTS = 32
 
@@ -67,13 +62,24 @@ class PreparedSample:
         return out
 
 
-def _median_spacing(points: np.ndarray, max_points: int = 20000) -> float:
-    step = max(1, len(points) // max_points)
-    sub = points[::step].astype(np.float64)
-    if len(sub) < 2:
-        return 0.0
-    dist, _ = cKDTree(sub).query(sub, k=2)
-    return float(np.median(dist[:, 1])) * np.sqrt(step)
+def _largest_grid_component(sample: PointCloudSample) -> PointCloudSample:
+    """Keep the largest 8-connected component of the sample's cells on its organised grid.
+
+    Cells are joined across single missing pixels (a 3 x 3 closing of the occupancy), so the
+    scanner's scattered drop-outs do not split an object. Milliseconds where a 3D DBSCAN over a
+    full-resolution scan takes seconds; set ``data.cluster_radius`` for the 3D (BTF) behaviour.
+    """
+    h, w = sample.grid_shape
+    occupied = np.zeros(h * w, dtype=bool)
+    occupied[sample.grid_index] = True
+    occupied = occupied.reshape(h, w)
+    bridged = ndimage.binary_closing(occupied, structure=np.ones((3, 3), bool)) | occupied
+    labels, count = ndimage.label(bridged, structure=np.ones((3, 3), dtype=int))
+    if count <= 1:
+        return sample
+    point_labels = labels.reshape(-1)[sample.grid_index]
+    biggest = int(np.argmax(np.bincount(point_labels, minlength=count + 1)[1:])) + 1
+    return _take(sample, np.flatnonzero(point_labels == biggest))
 
 
 def _remove_background(sample: PointCloudSample, config: DataConfig, seed: int) -> PointCloudSample:
@@ -89,8 +95,8 @@ def _remove_background(sample: PointCloudSample, config: DataConfig, seed: int) 
     if config.keep_largest_cluster and out.num_points > MIN_FOREGROUND_POINTS:
         if config.cluster_radius is not None:
             out = keep_largest_cluster(out, radius=config.cluster_radius)
-        elif (radius := CLUSTER_RADIUS_SPACINGS * _median_spacing(out.points)) > 0:
-            out = keep_largest_cluster(out, radius=radius, min_points=CLUSTER_MIN_POINTS)
+        else:
+            out = _largest_grid_component(out)
     if out.num_points < MIN_FOREGROUND_POINTS:
         logger.warning(
             "%s: background removal left %d points; the sample is kept whole",
