@@ -26,14 +26,7 @@ from align3d_ad.backbone import (
 from align3d_ad.backbone.weights import check_reference_sha256
 from align3d_ad.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads spin and run ~30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
