@@ -131,26 +131,40 @@ def _setup_logging(quiet: bool) -> None:
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+#: Commands that run data-parallel under torchrun (the others refuse to).
+DISTRIBUTED_COMMANDS = ("train", "test", "predict", "reproduce")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``align3d-ad`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.command_line = ["align3d-ad", *argv]
-    _setup_logging(args.quiet)
-    from . import commands
+    from . import commands, distributed
 
-    handler = getattr(commands, f"cmd_{args.command}")
+    prefix = f"align3d-ad {args.command}"
     try:
+        if args.command in DISTRIBUTED_COMMANDS:
+            distributed.setup(args.device)
+        else:
+            distributed.require_single(f"align3d-ad {args.command}")
+        if distributed.active():
+            prefix += f" [rank {distributed.rank()}]"
+        # under torchrun only rank 0 shows progress and information; every rank shows problems
+        _setup_logging(args.quiet or not distributed.is_main())
+        handler = getattr(commands, f"cmd_{args.command}")
         return int(handler(args) or 0)
     except Align3DError as err:
-        print(f"align3d-ad {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"align3d-ad {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
-        print(f"align3d-ad {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    finally:
+        distributed.teardown()
 
 
 def print_json(data: object) -> None:

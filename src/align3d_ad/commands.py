@@ -1,4 +1,8 @@
-"""Handlers of the ``align3d-ad`` subcommands: each parses nothing, builds a config, calls the API."""
+"""Handlers of the ``align3d-ad`` subcommands: each parses nothing, builds a config, calls the API.
+
+``train``, ``test``, ``predict`` and ``reproduce`` also run data-parallel under torchrun
+(:mod:`align3d_ad.distributed`): every rank runs the handler, rank 0 alone writes and prints.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import distributed
 from .config import Config, load_config
 from .errors import ConfigError, DatasetFormatError
 
@@ -39,11 +44,13 @@ def _start_run(
 ) -> Path:
     from .runs import attach_log_file, new_run_dir, write_run_info
 
+    if not distributed.is_main():  # under torchrun rank 0 makes the folder and writes its files
+        return distributed.broadcast(None)
     run_dir = new_run_dir(out, resume=resume)
     seed = config.seed if config is not None else (args.seed or 0)
     write_run_info(run_dir, config=config, seed=seed, command=args.command_line)
     attach_log_file(run_dir)
-    return run_dir
+    return distributed.broadcast(run_dir)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -105,6 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config.replace(**{"data.root": str(_require_dir(args.root, "dataset root"))})
     run_dir = _start_run(args, args.out, config, resume=args.resume)
     result = train_model(config, run_dir, resume=args.resume)
+    if not distributed.is_main():
+        return 0
     print(f"trained {config.method.variant} on {', '.join(config.data.train_categories)}: {run_dir}")
     if result.history:
         print("last epoch:", result.history[-1])
@@ -128,6 +137,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         detector, args.dataset, args.root, out_dir=run_dir, categories=args.categories,
         eval_config=config.eval,
     )  # fmt: skip
+    if not distributed.is_main():
+        return 0
     backbone = doc["backbone"]
     table = write_results(run_dir, combine_runs(
         {"test": results}, setting=f"test on {args.dataset}",
@@ -142,6 +153,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
 
     written = predict_files(args)
+    if not distributed.is_main():
+        return 0
     print(f"scored {written} point clouds; results in {args.out}")
     return 0
 
@@ -157,7 +170,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     run_dir = _start_run(args, args.out, config)
     doc = run_protocol(config, run_dir, root=args.root, test_root=args.test_root,
                        weights=args.weights)  # fmt: skip
-    print(to_markdown(doc))
+    if distributed.is_main():
+        print(to_markdown(doc))
     return 0
 
 

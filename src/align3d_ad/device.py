@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import torch
 
+from . import distributed
 from .errors import ConfigError
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return the device to run on: ``auto`` picks CUDA when available, else CPU."""
+    """Return the device to run on: ``auto`` picks CUDA when available, else CPU.
+
+    In a data-parallel run (torchrun), ``auto`` and ``cuda`` mean the GPU of this process's
+    ``LOCAL_RANK``.
+    """
     if isinstance(device, torch.device):
         return device
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and torch.cuda.is_available() and distributed.active():
+        return torch.device("cuda", distributed.local_rank())
     try:
         resolved = torch.device(device)
     except RuntimeError as err:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from ._atomic import atomic_path, atomic_write_text
 from .data import SUPPORTED_SUFFIXES, load_point_cloud
 from .errors import DatasetFormatError
@@ -61,7 +62,10 @@ def output_names(paths: list[Path]) -> list[str]:
 
 
 def predict_files(args: argparse.Namespace) -> int:
-    """Score the inputs of ``args`` with the checkpoint of ``args``; return the number scored."""
+    """Score the inputs of ``args`` with the checkpoint of ``args``; return the number scored.
+
+    Under torchrun the batches are shared out over the ranks and rank 0 writes every output.
+    """
     from .train import load_detector
 
     paths = find_inputs(args.inputs)
@@ -69,21 +73,37 @@ def predict_files(args: argparse.Namespace) -> int:
         args.checkpoint, device=args.device, weights=args.weights,
         cache_dir=args.cache_dir, use_cache=not args.no_cache,
     )  # fmt: skip
-    run_dir = new_run_dir(args.out)
-    write_run_info(run_dir, config=detector.config, seed=detector.config.seed,
-                   command=getattr(args, "command_line", None))
-    attach_log_file(run_dir)
+    run_dir = distributed.broadcast(new_run_dir(args.out) if distributed.is_main() else None)
+    if distributed.is_main():
+        write_run_info(run_dir, config=detector.config, seed=detector.config.seed,
+                       command=getattr(args, "command_line", None))  # fmt: skip
+        attach_log_file(run_dir)
     names = output_names(paths)
     rows = []
-    for start in progress(range(0, len(paths), PREDICT_BATCH), desc="predict",
-                          total=-(-len(paths) // PREDICT_BATCH)):  # fmt: skip
-        chunk = paths[start : start + PREDICT_BATCH]
-        samples = [load_point_cloud(p, sample_id=str(p)) for p in chunk]
-        for path, name, sample, pred in zip(chunk, names[start:], samples, detector.predict(samples)):
+    # under torchrun each rank scores its share of the batches and rank 0 writes every output
+    mine = distributed.my_batches(len(paths), PREDICT_BATCH)
+    rounds = distributed.batch_rounds(len(paths), PREDICT_BATCH)
+    for step in progress(range(rounds), desc="predict", total=rounds):
+        scored = []
+        if step < len(mine):
+            start, stop = mine[step]
+            samples = [load_point_cloud(p, sample_id=str(p)) for p in paths[start:stop]]
+            preds = detector.predict(samples)
+            scored = [(start + k, sample, pred.point_scores, pred.object_score)
+                      for k, (sample, pred) in enumerate(zip(samples, preds))]  # fmt: skip
+        gathered = distributed.gather(scored)
+        if gathered is None:
+            continue
+        for index, sample, scores, object_score in sorted((e for part in gathered for e in part),
+                                                          key=lambda e: e[0]):  # fmt: skip
+            name = names[index]
             with atomic_path(run_dir / f"{name}.npy") as tmp, tmp.open("wb") as fh:
-                np.save(fh, pred.point_scores)
-            save_scored_ply(run_dir / f"{name}.ply", sample, pred.point_scores, vmin=None, vmax=None)
-            rows.append((name, str(path), sample.num_points, pred.object_score))
+                np.save(fh, scores)
+            save_scored_ply(run_dir / f"{name}.ply", sample, scores, vmin=None, vmax=None)
+            rows.append((name, str(paths[index]), sample.num_points, object_score))
+    if not distributed.is_main():
+        args.out = run_dir
+        return len(paths)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["name", "file", "points", "object_score"])

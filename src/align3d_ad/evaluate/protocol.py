@@ -11,10 +11,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .. import distributed
 from ..backbone import load_backbone
 from ..config import Config
 from ..errors import ConfigError
-from ..train.checkpoint import backbone_spec, load_detector, view_preset
+from ..model.detector import Detector
+from ..train.checkpoint import backbone_spec, make_encoder, view_preset
 from ..train.trainer import train_model
 from .runner import evaluate_dataset
 from .tables import combine_runs, write_results
@@ -56,13 +58,12 @@ def run_protocol(
     for aux in auxiliaries:
         aux_config = config.replace(**{"data.train_categories": [aux], "data.root": str(root)})
         model_dir = out_dir / aux / "model"
-        model_dir.mkdir(parents=True, exist_ok=True)
+        if distributed.is_main():
+            model_dir.mkdir(parents=True, exist_ok=True)
         logger.info("training on auxiliary %s", aux)
-        train_model(aux_config, model_dir, backbone=backbone)
-        detector = load_detector(
-            model_dir, backbone=backbone, cache_dir=config.backbone.cache_dir,
-            use_cache=config.backbone.use_cache,
-        )  # fmt: skip
+        trained = train_model(aux_config, model_dir, backbone=backbone)
+        # the trained head in memory (what model_dir holds), so no rank needs to read rank 0's files
+        detector = Detector(aux_config, make_encoder(aux_config, backbone), trained.head)
         if config.eval.views is not None:
             detector = detector.with_views(view_preset(config.replace(**{"render.views": config.eval.views})))
         for dataset in tests:
@@ -77,5 +78,6 @@ def run_protocol(
         runs, setting=config.protocol.published or config.protocol.name,
         backbone=f"{backbone.name} ({backbone.fingerprint})", random_weights=backbone.is_random,
     )  # fmt: skip
-    write_results(out_dir, doc)
+    if distributed.is_main():
+        write_results(out_dir, doc)
     return doc

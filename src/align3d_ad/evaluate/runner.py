@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import distributed
 from ..config import EvalConfig
 from ..data import PointCloudSample, SampleRef, get_dataset
 from ..errors import ConfigError
 from ..progress import progress
-from .scores import CategoryScores
+from .scores import CategoryScores, SampleScores
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ def evaluate_dataset(
 
     Returns:
         {category: {"object": {...}, "foreground": {...}, "grid": {...}}}.
+
+    Under torchrun each rank scores its share of every category's batches; rank 0 gathers the
+    scores in sample order, saves them and computes the metrics, which every rank returns.
     """
     cfg = eval_config or EvalConfig()
     reader = get_dataset(dataset, root, **cfg.reader_options)
@@ -75,17 +79,25 @@ def evaluate_dataset(
         if not refs:
             raise ConfigError(f"category {category} has no {split} samples in {root}")
         scores = CategoryScores(category, grid_size=cfg.grid_size)
-        for start in progress(range(0, len(refs), TEST_BATCH), desc=category,
-                              total=-(-len(refs) // TEST_BATCH)):  # fmt: skip
-            samples = [reader.load(ref) for ref in refs[start : start + TEST_BATCH]]
-            for sample, pred in zip(samples, detector.predict(samples)):
-                scores.add(sample, pred.point_scores, pred.object_score, foreground=pred.foreground)
+        entries: list[tuple[int, SampleScores]] = []
+        mine = distributed.my_batches(len(refs), TEST_BATCH)  # all of them in one process
+        for start, stop in progress(mine, desc=category, total=len(mine)):
+            samples = [reader.load(ref) for ref in refs[start:stop]]
+            for k, (sample, pred) in enumerate(zip(samples, detector.predict(samples))):
+                entries.append((start + k, scores.score(
+                    sample, pred.point_scores, pred.object_score, foreground=pred.foreground
+                )))  # fmt: skip
                 if on_prediction is not None:
                     on_prediction(sample, pred)
+        gathered = distributed.gather(entries)
+        if gathered is None:  # another rank than 0: rank 0 saves and computes the metrics
+            continue
+        for _, entry in sorted((e for part in gathered for e in part), key=lambda e: e[0]):
+            scores.append(entry)
         scores.save(scores_dir / f"{category}.npz")
         results[category] = scores.metrics(method=cfg.aupro_method, max_fpr=cfg.max_fpr)
         logger.info("%s: %s", category, _short(results[category]))
-    return results
+    return distributed.broadcast(results)
 
 
 def _short(scores: Scores) -> str:

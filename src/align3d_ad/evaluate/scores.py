@@ -34,6 +34,20 @@ from .regions import grid_regions, point_regions
 
 
 @dataclass
+class SampleScores:
+    """What the metrics keep of one sample: its scored points, labels, regions and grid maps."""
+
+    sample_id: str
+    label: int
+    object_score: float
+    point_scores: np.ndarray
+    point_labels: np.ndarray
+    point_regions: np.ndarray
+    grid_scores: np.ndarray | None = None
+    grid_labels: np.ndarray | None = None
+
+
+@dataclass
 class CategoryScores:
     """Per-sample scores and labels of one test category."""
 
@@ -48,15 +62,15 @@ class CategoryScores:
     grid_scores: list[np.ndarray] = field(default_factory=list)
     grid_labels: list[np.ndarray] = field(default_factory=list)
 
-    def add(
+    def score(
         self,
         sample: PointCloudSample,
         point_scores: np.ndarray,
         object_score: float,
         *,
         foreground: np.ndarray | None = None,
-    ) -> None:
-        """Record the prediction for one labelled sample.
+    ) -> SampleScores:
+        """What :meth:`append` records for one labelled sample's prediction (nothing is stored).
 
         Args:
             sample: The sample as read (with labels and point labels).
@@ -69,21 +83,45 @@ class CategoryScores:
         labels = np.asarray(sample.point_labels, dtype=bool)
         point_scores = np.asarray(point_scores, dtype=np.float32)
         keep = labels | (True if foreground is None else np.asarray(foreground, dtype=bool))
-        self.sample_ids.append(sample.sample_id)
-        self.labels.append(int(sample.label))
-        self.object_scores.append(float(object_score))
-        self.point_scores.append(point_scores[keep])
-        self.point_labels.append(labels[keep])
+        entry = SampleScores(
+            sample_id=sample.sample_id, label=int(sample.label), object_score=float(object_score),
+            point_scores=point_scores[keep], point_labels=labels[keep],
+            point_regions=np.zeros(0, dtype=np.int64),
+        )  # fmt: skip
         if sample.is_organised:
             gt = sample.meta.get("gt_grid")
             gt = sample.to_grid(labels, fill=False) if gt is None else np.asarray(gt, dtype=bool)
-            self.point_regions.append(grid_regions(gt).reshape(-1)[sample.grid_index][keep])
+            entry.point_regions = grid_regions(gt).reshape(-1)[sample.grid_index][keep]
             src = grid_resize_index(sample.grid_shape, self.grid_size)
             size = (self.grid_size, self.grid_size)
-            self.grid_scores.append(sample.to_grid(point_scores).reshape(-1)[src].reshape(size))
-            self.grid_labels.append(gt.reshape(-1)[src].reshape(size))
+            entry.grid_scores = sample.to_grid(point_scores).reshape(-1)[src].reshape(size)
+            entry.grid_labels = gt.reshape(-1)[src].reshape(size)
         else:
-            self.point_regions.append(point_regions(sample.points[keep], labels[keep]))
+            entry.point_regions = point_regions(sample.points[keep], labels[keep])
+        return entry
+
+    def append(self, entry: SampleScores) -> None:
+        """Record one sample's scores (from :meth:`score`, possibly computed in another process)."""
+        self.sample_ids.append(entry.sample_id)
+        self.labels.append(entry.label)
+        self.object_scores.append(entry.object_score)
+        self.point_scores.append(entry.point_scores)
+        self.point_labels.append(entry.point_labels)
+        self.point_regions.append(entry.point_regions)
+        if entry.grid_scores is not None:
+            self.grid_scores.append(entry.grid_scores)
+            self.grid_labels.append(entry.grid_labels)
+
+    def add(
+        self,
+        sample: PointCloudSample,
+        point_scores: np.ndarray,
+        object_score: float,
+        *,
+        foreground: np.ndarray | None = None,
+    ) -> None:
+        """Record the prediction for one labelled sample (:meth:`score` then :meth:`append`)."""
+        self.append(self.score(sample, point_scores, object_score, foreground=foreground))
 
     def metrics(self, *, method: str = "exact", max_fpr: float = 0.3) -> dict[str, dict[str, float]]:
         """{"object": {o_auroc, o_ap}, "foreground": {p_auroc, aupro}, "grid": {p_auroc, aupro}}."""

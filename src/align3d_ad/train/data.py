@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import distributed
 from ..backbone.encode import COLOUR, ViewEncoder, ViewFeatures
 from ..data.prepare import PreparedSample
-from ..errors import Align3DError
+from ..errors import Align3DError, ConfigError
 from ..progress import progress
 from ..render import Rendering
 
@@ -72,6 +73,28 @@ def _loss_points(rendering: Rendering, b: int, rows: np.ndarray) -> Rendering:
     )  # fmt: skip
 
 
+def _extract_my_share(prepared: list[PreparedSample], encoder: ViewEncoder, with_colour: bool) -> int:
+    """Under torchrun: extract this rank's share of the features into the shared cache, then wait.
+
+    Batches are those of the single-process run, so the cached features are identical. Returns
+    the number of entries this rank computed.
+    """
+    if not encoder.cache.enabled:
+        raise ConfigError(
+            "data-parallel training shares the extracted features through the feature cache: set "
+            "backbone.use_cache=true and backbone.cache_dir to a folder every rank sees"
+        )
+    mine = distributed.my_batches(len(prepared), RENDER_BATCH)
+    for start, stop in progress(mine, desc="features", total=len(mine)):
+        chunk = [p.sample for p in prepared[start:stop]]
+        rendering = encoder.render(chunk, colours=with_colour, labels=True)
+        encoder.encode(chunk, rendering=rendering)
+        if with_colour:
+            encoder.encode(chunk, mode=COLOUR, rendering=rendering)
+    distributed.barrier()
+    return encoder.cache.misses
+
+
 def build_train_items(
     prepared: list[PreparedSample],
     encoder: ViewEncoder,
@@ -81,6 +104,9 @@ def build_train_items(
     max_loss_points: int = MAX_LOSS_POINTS,
 ) -> list[TrainItem]:
     """Render, encode (or read from the cache) and package the training samples.
+
+    Under torchrun the ranks first extract their shares of the features into the shared cache;
+    every rank then builds all the items from it (rendering only).
 
     Raises:
         Align3DError: A sample has no label or point labels, or (``with_colour``) no colours.
@@ -94,6 +120,7 @@ def build_train_items(
                 f"training sample {s.sample_id!r} has no colours: stage 1 (the aligner) needs RGB; "
                 "train on a dataset with colours or set method.variant=pointad"
             )
+    computed_by_me = _extract_my_share(prepared, encoder, with_colour) if distributed.active() else 0
     items: list[TrainItem] = []
     starts = range(0, len(prepared), RENDER_BATCH)
     for start in progress(starts, desc="features", total=len(starts)):
@@ -116,6 +143,13 @@ def build_train_items(
                     point_labels=torch.from_numpy(sample.point_labels[rows]),
                 )  # fmt: skip
             )
+    if distributed.active() and encoder.cache.misses > computed_by_me:
+        logger.warning(
+            "rank %d computed %d features that other ranks had just written: the feature cache "
+            "folder %s is not shared between the ranks, so each extracts everything; put "
+            "backbone.cache_dir on storage all ranks see", distributed.rank(),
+            encoder.cache.misses - computed_by_me, encoder.cache.root,
+        )  # fmt: skip
     logger.info(
         "%d training samples (%d anomalous); feature cache: %d read, %d computed",
         len(items), sum(i.label for i in items), encoder.cache.hits, encoder.cache.misses,

@@ -5,6 +5,9 @@ same view (with SCR reweighting in the last epochs). Stage 2 freezes the aligner
 prompt learners, each on its own branch loss, tied by DpCA in the last epochs. Both run on cached
 features only. The batch order of epoch e is drawn from ``(seed, stage, e)``, so an interrupted run
 resumed from its last completed epoch repeats exactly what an uninterrupted run does.
+
+Under torchrun every rank draws the same batches and takes its share of each (positions rank,
+rank + world, ...); the gradients are summed over ranks before every optimiser step.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..backbone.encode import stack_features
 from ..config import MethodConfig, TrainConfig
 from ..model.aligner import FeatureAligner
@@ -59,24 +63,32 @@ def stage1_epoch(
     """One epoch of cross-modal alignment; returns the mean loss and whether SCR was on."""
     use_scr = method.use_scr and switched_on(epoch, train.stage1_epochs, train.stage1_scr_epochs)
     aligner.train()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     losses = []
     for idx in batches(len(items), train.stage1_batch_size, seed=seed, stage=1, epoch=epoch):
-        batch = [items[i] for i in idx]
-        g_r, t_r = stack_features([b.render for b in batch], device)
-        g_c, t_c = stack_features([b.colour for b in batch], device)  # type: ignore[misc]
-        n_layers = t_r.shape[2]
-        # one row per (sample, view, layer); repeating the global token over layers leaves the
-        # mean global term unchanged
-        g_r, g_c = (g.unsqueeze(2).expand(-1, -1, n_layers, -1).flatten(0, 2) for g in (g_r, g_c))
-        t_r, t_c = t_r.flatten(0, 2), t_c.flatten(0, 2)  # (B*V*L, 1+P, D)
-        weights = scr_weights(t_r, t_c, lam=method.scr_lambda) if use_scr else None
-        loss = alignment_loss(
-            aligner.align_global(g_r), g_c, aligner.align_tokens(t_r), t_c, weights=weights
-        )
+        part = distributed.split_batch(idx)  # the whole batch in one process
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value = torch.zeros(1, device=device)
+        if len(part):
+            batch = [items[i] for i in part]
+            g_r, t_r = stack_features([b.render for b in batch], device)
+            g_c, t_c = stack_features([b.colour for b in batch], device)  # type: ignore[misc]
+            n_layers = t_r.shape[2]
+            # one row per (sample, view, layer); repeating the global token over layers leaves
+            # the mean global term unchanged
+            g_r, g_c = (g.unsqueeze(2).expand(-1, -1, n_layers, -1).flatten(0, 2) for g in (g_r, g_c))
+            t_r, t_c = t_r.flatten(0, 2), t_c.flatten(0, 2)  # (B*V*L, 1+P, D)
+            weights = scr_weights(t_r, t_c, lam=method.scr_lambda) if use_scr else None
+            loss = alignment_loss(
+                aligner.align_global(g_r), g_c, aligner.align_tokens(t_r), t_c, weights=weights
+            )
+            # every term is a mean over samples: this rank's share of the batch mean
+            loss = loss * (len(part) / len(idx))
+            loss.backward()
+            value = loss.detach().reshape(1)
+        value = distributed.all_reduce_gradients(params, value)
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(value[0]))
     return {"loss": float(np.mean(losses)), "scr": float(use_scr)}
 
 
@@ -130,27 +142,39 @@ def stage2_epoch(
         epoch, train.stage2_epochs, train.stage2_dpca_epochs
     )
     head.learners.train()
-    sums: dict[str, list[float]] = {b: [] for b in head.branches}
-    dpca_sums: dict[str, list[float]] = {b: [] for b in head.branches} if use_dpca else {}
+    names = list(head.branches)
+    params = [p for opt in optimizers.values() for group in opt.param_groups for p in group["params"]]
+    sums: dict[str, list[float]] = {b: [] for b in names}
+    dpca_sums: dict[str, list[float]] = {b: [] for b in names} if use_dpca else {}
     for idx in batches(len(items), train.stage2_batch_size, seed=seed, stage=2, epoch=epoch):
-        batch = [items[i] for i in idx]
-        global_, tokens = stack_features([b.render for b in batch], device)
-        outs = head(global_, tokens, grid=grid)
-        total = torch.zeros((), device=device)
-        for branch, output in outs.items():
-            loss = branch_loss(output, batch, device)
-            sums[branch].append(float(loss.detach()))
-            if use_dpca:
-                other = RENDERING if branch == ALIGNED else ALIGNED
-                term = dpca_loss(output.text, outs[other].text)
-                dpca_sums[branch].append(float(term.detach()))
-                loss = loss + method.dpca_gamma * term
-            total = total + loss
+        part = distributed.split_batch(idx)  # the whole batch in one process
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
-        total.backward()  # each branch's loss only reaches its own learner (DpCA stops gradients)
+        values = torch.zeros(2 * len(names), device=device)  # branch losses, then DpCA terms
+        if len(part):
+            batch = [items[i] for i in part]
+            global_, tokens = stack_features([b.render for b in batch], device)
+            outs = head(global_, tokens, grid=grid)
+            total = torch.zeros((), device=device)
+            for branch, output in outs.items():
+                k = names.index(branch)
+                # every term is a mean over samples: this rank's share of the batch mean
+                loss = branch_loss(output, batch, device) * (len(part) / len(idx))
+                values[k] = loss.detach()
+                if use_dpca and distributed.is_main():  # sample-free: counted once, on rank 0
+                    other = RENDERING if branch == ALIGNED else ALIGNED
+                    term = dpca_loss(output.text, outs[other].text)
+                    values[len(names) + k] = term.detach()
+                    loss = loss + method.dpca_gamma * term
+                total = total + loss
+            total.backward()  # each branch's loss only reaches its own learner (DpCA stops gradients)
+        values = distributed.all_reduce_gradients(params, values).tolist()
         for opt in optimizers.values():
             opt.step()
+        for k, branch in enumerate(names):
+            sums[branch].append(values[k])
+            if use_dpca:
+                dpca_sums[branch].append(values[len(names) + k])
     return Stage2Losses(
         {b: float(np.mean(v)) for b, v in sums.items()},
         {b: float(np.mean(v)) for b, v in dpca_sums.items()},

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..backbone import PromptableTextEncoder, load_backbone
 from ..backbone.loader import Backbone
 from ..config import Config
@@ -36,6 +37,7 @@ class TrainResult:
     """What a training run produced."""
 
     run_dir: Path
+    head: AnomalyHead | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     extraction_seconds: float = 0.0
     epoch_seconds: dict[str, list[float]] = field(default_factory=dict)
@@ -85,6 +87,9 @@ def train_model(
         resume: Continue from the last completed epoch saved in ``run_dir``.
         backbone: An already loaded backbone (default: load ``config.backbone``).
         samples: Already prepared training samples (default: read ``config.data``).
+
+    Under torchrun (see :mod:`align3d_ad.distributed`) the ranks share the feature extraction
+    through the feature cache and each optimiser step's batch; rank 0 writes the checkpoints.
     """
     run_dir = Path(run_dir)
     backbone = backbone or load_backbone(backbone_spec(config.backbone), device=config.device)
@@ -93,8 +98,12 @@ def train_model(
     head = AnomalyHead(PromptableTextEncoder(backbone), backbone.embed_dim, config.method).to(device)
     opt1 = _optimizer(head.aligner.parameters(), config) if head.aligner is not None else None
     opt2 = {b: _optimizer(learner.parameters(), config) for b, learner in head.learners.items()}
+    trainable = [p for p in head.parameters() if p.requires_grad]
+    distributed.broadcast_parameters(trainable)  # every rank starts from rank 0's values
     progress_state = {"stage": 1, "epoch": 0}
-    state = load_state(run_dir) if resume else None
+    state = None
+    if resume:  # read by rank 0 only, so the run folder need not be shared
+        state = distributed.broadcast(load_state(run_dir) if distributed.is_main() else None)
     if state is not None:
         head.load_state_dict(state["head"])
         optimizers = {"stage1": opt1, **opt2}
@@ -127,6 +136,8 @@ def train_model(
             result.history.append(record)
             logger.info("%s", " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in record.items()))  # fmt: skip
+        if not distributed.is_main():  # all ranks hold the same head; rank 0 writes it
+            return
         save_checkpoint(
             run_dir, head, config=config, backbone=backbone, progress=progress_state,
             training_data=training_data, optimizers={"stage1": opt1, **opt2} if opt1 else opt2,
@@ -153,4 +164,5 @@ def train_model(
             result.epoch_seconds.setdefault("stage2", []).append(time.perf_counter() - t0)
             checkpoint(2, epoch + 1, {"stage": 2, "epoch": epoch + 1, **losses.to_dict()})
     checkpoint(3, 0, None)  # stage 3 = done
+    result.head = head.eval()
     return result
