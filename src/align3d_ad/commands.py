@@ -142,7 +142,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     backbone = doc["backbone"]
     table = write_results(run_dir, combine_runs(
         {"test": results}, setting=f"test on {args.dataset}",
-        backbone=f"{backbone['name']} ({backbone['fingerprint']})",
+        backbone=f"{backbone['name']} ({backbone.get('source', 'weights')}; {backbone['fingerprint']})",
         random_weights=backbone["random_weights"],
     ))  # fmt: skip
     print(table)

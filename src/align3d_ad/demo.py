@@ -98,7 +98,7 @@ def run_demo(
         select=lambda refs: pick_test_refs(refs, limit),
     )  # fmt: skip
     doc = combine_runs({train_category: results}, setting="demo",
-                       backbone=f"{detector.backbone.name} ({detector.backbone.fingerprint})",
+                       backbone=f"{detector.backbone.name} ({detector.backbone.source})",
                        random_weights=detector.backbone.is_random)  # fmt: skip
     write_results(out_dir, doc)
     report = out_dir / "report.md"

@@ -21,6 +21,7 @@ from align3d_ad.backbone import (
     find_cached_weights,
     is_torchscript_archive,
     load_backbone,
+    parameter_fingerprint,
     register_backbone,
 )
 from align3d_ad.backbone.weights import check_reference_sha256
@@ -73,8 +74,10 @@ def test_load_torchscript_archive_matches_source_and_open_clip_loader(source, im
     assert is_torchscript_archive(torchscript_file)
     loaded = load_backbone(BackboneSpec.tiny(weights=str(torchscript_file)))
     assert not loaded.is_random
-    assert loaded.fingerprint == file_fingerprint(torchscript_file)
-    assert loaded.fingerprint.startswith("sha256-headtail:")
+    # the fingerprint is the weights' content: the archive and the state dict it was made from agree
+    assert loaded.fingerprint == parameter_fingerprint(source.clip)
+    assert loaded.fingerprint.startswith("params-sha256:")
+    assert loaded.source == f"file {torchscript_file.name}"
     ref, got = _features(source, images), _features(loaded, images)
     torch.testing.assert_close(got.tokens, ref.tokens, atol=1e-6, rtol=0)
     torch.testing.assert_close(got.global_, ref.global_, atol=1e-6, rtol=0)
@@ -103,7 +106,18 @@ def test_state_dict_wrapper_and_safetensors_give_identical_features(source, imag
         got = _features(loaded, images)
         torch.testing.assert_close(got.tokens, ref.tokens, atol=0, rtol=0)
         torch.testing.assert_close(got.global_, ref.global_, atol=0, rtol=0)
-    assert len(fingerprints) == 3
+    # one set of weights in three files: one fingerprint, so checkpoints and cached features
+    # made with one file are accepted with the others
+    assert len(fingerprints) == 1
+
+
+def test_parameter_fingerprint_changes_with_any_weight(source):
+    model = copy.deepcopy(source.clip)
+    first = parameter_fingerprint(model)
+    assert parameter_fingerprint(model) == first
+    with torch.no_grad():
+        model.visual.proj[0, 0] += 1e-3  # one value of one tensor (sampled: index 0)
+    assert parameter_fingerprint(model) != first
 
 
 def test_quickgelu_guard_refuses_openai_tag_on_gelu_model():

@@ -33,6 +33,7 @@ from .weights import (
     file_fingerprint,
     find_cached_weights,
     is_torchscript_archive,
+    parameter_fingerprint,
     read_state_dict,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "backbone_info",
     "default_vv_start",
     "file_fingerprint",
+    "parameter_fingerprint",
     "find_cached_weights",
     "get_backbone_entry",
     "is_torchscript_archive",

@@ -24,9 +24,9 @@ from .weights import (
     check_reference_sha256,
     describe_tag,
     fetch_tag_weights,
-    file_fingerprint,
     is_torchscript_archive,
     load_weights_into,
+    parameter_fingerprint,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,14 +51,17 @@ class Backbone:
         embed_dim: Joint embedding width D.
         mean: Per-channel normalisation mean (RGB) of its training preprocessing.
         std: Per-channel normalisation std (RGB).
-        fingerprint: Identity of the weights: ``sha256-headtail:<hex>`` of a local file (see
-            :func:`~align3d_ad.backbone.weights.file_fingerprint`), ``open_clip-tag:<name>/<tag>``,
-            or ``random-init:<name>:seed<k>``.
+        fingerprint: Identity of the weights by content, ``params-sha256:<hex>`` (see
+            :func:`~align3d_ad.backbone.weights.parameter_fingerprint`): the same whether they
+            came from an open_clip tag or a local file of any format; or
+            ``random-init:<name>:seed<k>``.
         is_random: True when the weights are a random initialisation (e.g. the tiny model): any
             output made with it is not comparable with published numbers.
         vv_start: First dual (V-V) block, 1-based, resolved for this depth.
         layers: 1-based blocks whose V-V tokens are returned.
         weights_path: The weights file read, or None.
+        source: Where the weights came from, for people (``open_clip tag <name>/<tag>``, the file
+            name, or ``random init (seed k)``).
     """
 
     clip: torch.nn.Module
@@ -78,6 +81,7 @@ class Backbone:
     vv_start: int
     layers: tuple[int, ...]
     weights_path: Path | None = None
+    source: str = ""
 
     @property
     def grid_size(self) -> int:
@@ -126,7 +130,7 @@ def _build_random(entry: BackboneEntry, precision: str, seed: int) -> torch.nn.M
 def _resolve_weights(
     spec: BackboneSpec, entry: BackboneEntry, *, cache_dir: str | Path | None, allow_download: bool
 ) -> tuple[Path | None, str]:
-    """(weights file or None for random init, fingerprint), after the QuickGELU guard."""
+    """(weights file or None for random init, where they come from), after the QuickGELU guard."""
     if spec.weights is not None:
         path = Path(spec.weights).expanduser()
         if not path.is_file():
@@ -135,7 +139,7 @@ def _resolve_weights(
                 f"--weights PATH"
             )
         _quick_gelu_guard(entry, openai_weights=is_torchscript_archive(path), source=f"{path.name}")
-        return path, file_fingerprint(path)
+        return path, f"file {path.name}"
     if spec.pretrained:
         if entry.random_init:
             raise ConfigError(
@@ -147,8 +151,8 @@ def _resolve_weights(
         path = fetch_tag_weights(
             entry.name, spec.pretrained, cache_dir=cache_dir, allow_download=allow_download
         )
-        return path, f"open_clip-tag:{entry.name}/{spec.pretrained}"
-    return None, f"random-init:{entry.name}:seed{spec.seed}"
+        return path, f"open_clip tag {entry.name}/{spec.pretrained}"
+    return None, f"random init (seed {spec.seed})"
 
 
 def load_backbone(
@@ -181,15 +185,17 @@ def load_backbone(
     dev = resolve_device(device)
     depth = int(entry.open_clip_config()["vision_cfg"]["layers"])
     vv_start, layers = resolve_vv_layers(spec, depth)
-    path, fingerprint = _resolve_weights(
+    path, source = _resolve_weights(
         spec, entry, cache_dir=cache_dir, allow_download=allow_download
     )
     model = _build_random(entry, spec.precision, spec.seed)
+    fingerprint = f"random-init:{entry.name}:seed{spec.seed}"
     if path is not None:
         logger.info("loading backbone weights from %s", path)
         load_weights_into(model, path)
         if is_torchscript_archive(path):
             check_reference_sha256(path, entry.sha256, name=entry.name)
+        fingerprint = parameter_fingerprint(model)  # before any precision change
     model = model.to(dev)
     if spec.precision in _LP_DTYPES:
         convert_weights_to_lp(model, dtype=_LP_DTYPES[spec.precision])
@@ -217,6 +223,7 @@ def load_backbone(
         vv_start=vv_start,
         layers=layers,
         weights_path=path,
+        source=source,
     )
 
 

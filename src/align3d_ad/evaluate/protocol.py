@@ -76,7 +76,7 @@ def run_protocol(
             )  # fmt: skip
     doc = combine_runs(
         runs, setting=config.protocol.published or config.protocol.name,
-        backbone=f"{backbone.name} ({backbone.fingerprint})", random_weights=backbone.is_random,
+        backbone=f"{backbone.name} ({backbone.source}; {backbone.fingerprint})", random_weights=backbone.is_random,
     )  # fmt: skip
     if distributed.is_main():
         write_results(out_dir, doc)

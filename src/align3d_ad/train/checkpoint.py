@@ -90,6 +90,7 @@ def backbone_record(backbone: Backbone) -> dict[str, Any]:
     return {
         "name": backbone.name,
         "fingerprint": backbone.fingerprint,
+        "source": backbone.source,
         "random_weights": backbone.is_random,
         "image_size": backbone.image_size,
         "layers": list(backbone.layers),
