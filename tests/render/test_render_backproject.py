@@ -19,6 +19,7 @@ from align3d_ad.render import (
     sample_maps,
     view_preset_from_spec,
 )
+from align3d_ad.render.backproject import FILL_EXACT_SPACINGS
 
 S = 32
 
@@ -133,3 +134,68 @@ def test_back_project_rejects_mismatched_maps():
         back_project(torch.zeros(1, 9, 1, S, S), rendering)
     with pytest.raises(ShapeError, match="maps"):
         back_project(torch.zeros(2, 9, S, S), rendering)
+
+
+def _exact_fill(points: np.ndarray, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hidden rows and their exact k nearest visible rows (the former fill)."""
+    vis, hid = np.flatnonzero(seen), np.flatnonzero(~seen)
+    dist, nn = cKDTree(points[vis]).query(points[hid], k=k)
+    return hid, vis[nn], dist
+
+
+def test_hidden_points_near_the_visible_surface_take_their_exact_nearest_neighbours():
+    u, v = np.meshgrid(np.linspace(-0.5, 0.5, 30), np.linspace(-0.5, 0.5, 30))
+    front = np.stack([u, v, np.full_like(u, 0.3)], -1).reshape(-1, 3)
+    step = 1.0 / 29
+    back = front[::2] + np.array([0.3 * step, 0.2 * step, -5 * step])  # behind: hidden, but near
+    # and a small patch far behind, joined to nothing: its exact neighbours too
+    patch = front[:60:3] + np.array([0.1 * step, 0.4 * step, -2.0])
+    pts = torch.tensor(np.concatenate([front, back, patch]), dtype=torch.float64)
+    rendering = render_batch(
+        [pts], view_preset_from_spec([("x", 0)]), RenderSettings(image_size=96)
+    )
+    seen = rendering.visible.any(1).numpy()
+    assert seen[:900].all() and not seen[900:].any()
+    hidden, neighbours, weights = hidden_neighbours(rendering, 8)
+    hid, exact, dist = _exact_fill(pts.numpy(), seen, 8)
+    radius = FILL_EXACT_SPACINGS * float(rendering.spacing[0] / rendering.scales[0])
+    assert dist[:450].max() < radius < dist[450:, 0].min()  # near ones, and a far part
+    assert hidden.tolist() == hid.tolist()
+    np.testing.assert_array_equal(np.sort(neighbours.numpy(), 1), np.sort(exact, 1))
+    np.testing.assert_allclose(weights.numpy(), 1 / 8)
+
+
+def _fibonacci_sphere(n: int) -> np.ndarray:
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    r = np.sqrt(1 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], -1)
+
+
+def test_hidden_points_deep_in_an_unseen_region_take_nearly_nearest_visible_points():
+    # A closed sphere seen from one side: its back is hidden, most of it far from the visible
+    # half (beyond FILL_EXACT_SPACINGS spacings), where the fill follows the surface.
+    pts = _fibonacci_sphere(6000)[np.random.default_rng(1).permutation(6000)]
+    rendering = render_batch(
+        [torch.tensor(pts)], view_preset_from_spec([("x", 0)]), RenderSettings(image_size=64)
+    )
+    seen = rendering.visible.any(1).numpy()
+    hidden, neighbours, weights = hidden_neighbours(rendering, 8)
+    hid, exact, dist = _exact_fill(pts, seen, 8)
+    assert hidden.tolist() == hid.tolist()
+    radius = FILL_EXACT_SPACINGS * float(rendering.spacing[0] / rendering.scales[0])
+    far = dist[:, -1] > radius
+    assert far.mean() > 0.3  # the propagation is exercised
+    nb = neighbours.numpy()
+    assert seen[nb].all()  # only visible points fill
+    assert (np.sort(nb, 1)[:, 1:] != np.sort(nb, 1)[:, :-1]).all()  # k distinct ones
+    np.testing.assert_allclose(weights.numpy().sum(1), 1.0)
+    np.testing.assert_array_equal(np.sort(nb[~far], 1), np.sort(exact[~far], 1))
+    got = np.linalg.norm(pts[nb] - pts[hid][:, None], axis=-1).mean(1)
+    ratio = got / dist.mean(1)
+    assert np.median(ratio[far]) < 1.02 and ratio.max() < 1.3
+    # the maps are filled with exactly these sources
+    maps = torch.rand(1, 1, 2, 8, 8, dtype=torch.float64)
+    values = back_project(maps, rendering)[0]
+    torch.testing.assert_close(values[hidden], values[neighbours].mean(1), rtol=0, atol=1e-12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from align3d_ad.render import RenderSettings, back_project, render_batch
+from align3d_ad.render import RenderSettings, back_project, render_batch, smooth_point_scores
 
 
 @pytest.mark.cuda
@@ -30,3 +30,20 @@ def test_render_and_back_project_agree_on_cpu_and_cuda():
     b = torch.cat(back_project(maps.cuda(), gpu)).cpu()
     same = (gpu.visible.cpu() == cpu.visible).all(1)
     torch.testing.assert_close(b[same], a[same], atol=1e-4, rtol=0)
+
+
+@pytest.mark.cuda
+def test_smoothing_and_back_project_gradient_on_cuda():
+    gen = torch.Generator().manual_seed(1)
+    pts = torch.randn(3000, 3, generator=gen)
+    pts = pts / pts.norm(dim=1, keepdim=True)  # a sphere: half of it hidden from each side
+    scores = torch.rand(3000, 2, generator=gen)
+    cpu = smooth_point_scores(pts, scores)
+    gpu = smooth_point_scores(pts.cuda(), scores.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=0)
+    rendering = render_batch([pts.cuda()], "mvtec3d", RenderSettings(image_size=64))
+    maps = torch.rand(1, 9, 2, 16, 16, device="cuda", requires_grad=True)
+    out = back_project(maps, rendering)[0]
+    out.sum().backward()
+    assert out.shape == (3000, 2) and maps.grad is not None and maps.grad.abs().sum() > 0

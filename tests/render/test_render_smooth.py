@@ -70,3 +70,39 @@ def test_smooth_grid_scores_matches_scipy_gaussian_filter(sigma):
     # 2-D input works too; a constant grid stays constant
     flat = smooth_grid_scores(torch.full((9, 9), 2.5, dtype=torch.float64))
     torch.testing.assert_close(flat, torch.full((9, 9), 2.5, dtype=torch.float64))
+
+
+def _reference_smooth(points: torch.Tensor, scores: torch.Tensor, sigma: float, k: int = 16):
+    """The former implementation: kNN in input order, an explicit gather-sum per pass."""
+    spacing = point_spacing(points)
+    step = min(sigma, spacing)
+    passes = min(64, int(np.ceil((sigma / step) ** 2 - 1e-9)))
+    cloud = points.numpy()
+    dist, idx = cKDTree(cloud).query(cloud, k=k)
+    weights = np.exp(-0.5 * (dist / step) ** 2)
+    weights /= weights.sum(axis=1, keepdims=True)
+    idx_t, w_t = torch.from_numpy(idx), torch.from_numpy(weights).to(scores.dtype)
+    if scores.dim() == 2:
+        w_t = w_t.unsqueeze(-1)
+    out = scores
+    for _ in range(passes):
+        out = (out[idx_t] * w_t).sum(dim=1)
+    return out
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+def test_smooth_point_scores_equals_the_plain_gather_and_ignores_point_order(channels):
+    gen = torch.Generator().manual_seed(3)
+    pts = _surface(40)  # rows in grid order ...
+    perm = torch.randperm(pts.shape[0], generator=gen)
+    pts = pts[perm]  # ... shuffled: consecutive rows far apart, as in a Real3D-AD scan
+    shape = (pts.shape[0],) if channels is None else (pts.shape[0], channels)
+    scores = torch.rand(shape, generator=gen, dtype=torch.float64)
+    sigma = 3.0 * point_spacing(pts)
+    got = smooth_point_scores(pts, scores, sigma=sigma)
+    torch.testing.assert_close(got, _reference_smooth(pts, scores, sigma), rtol=0, atol=1e-12)
+    back = torch.argsort(perm)  # the same cloud in grid order gives the same per-point values
+    again = smooth_point_scores(pts[back], scores[back], sigma=sigma)
+    torch.testing.assert_close(again, got[back], rtol=0, atol=1e-12)
+    given = smooth_point_scores(pts, scores, sigma=sigma, spacing=point_spacing(pts))
+    torch.testing.assert_close(given, got, rtol=0, atol=0)

@@ -155,6 +155,7 @@ class Detector:
         global_, tokens = stack_features(feats, self.encoder.device)
         outs = self.head(global_, tokens, grid=self.encoder.grid_size, texts=self._texts)
         point_maps = {b: back_project(o.patch_probs, rendering) for b, o in outs.items()}
+        rendering.cache.clear()  # back-projection taps (~300 bytes a point): not needed any more
         global_p = {b: o.global_logits.softmax(-1)[..., 1].mean(1) for b, o in outs.items()}
         results = []
         branches = list(point_maps)
@@ -186,8 +187,11 @@ class Detector:
             smoothed = smooth_grid_scores(maps, sigma=method.grid_sigma)
             return smoothed.reshape(len(maps), -1)[:, index].T
         points = rendering.points[rendering.sample_slice(i)]
-        sigma = method.smoothing_sigma * point_spacing(points)
-        return smooth_point_scores(points, scores, sigma=sigma) if sigma > 0 else scores
+        spacing = point_spacing(points)
+        sigma = method.smoothing_sigma * spacing
+        if sigma <= 0:
+            return scores
+        return smooth_point_scores(points, scores, sigma=sigma, spacing=spacing)
 
     @staticmethod
     def _prediction(

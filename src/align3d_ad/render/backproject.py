@@ -3,7 +3,11 @@
 A point's value in a view is the map sampled bilinearly at the point's sub-pixel position; its value
 is the mean over the views in which it is visible (Fix: the reference samples the nearest pixel).
 Points visible in no view take the mean of their k nearest visible neighbours in 3D (Fix: the
-reference borrows by array index, meaningless for unorganised clouds).
+reference borrows by array index, meaningless for unorganised clouds): exactly for hidden points
+within ``FILL_EXACT_SPACINGS`` point spacings of them, and for points deep inside a large unseen
+region (the underside of a complete object) the k nearest among the candidates propagated along
+the cloud's kNN graph, since exact neighbours there cost more than linear time (see
+:func:`hidden_neighbours`).
 
 Sampling is an explicit bilinear gather over the packed (point, view) pairs, numerically the same
 as ``grid_sample(mode="bilinear", padding_mode="border", align_corners=False)`` (the pixel
@@ -16,25 +20,42 @@ building the S x S map (``F.interpolate`` to S x S holds the same values at S-pi
 The taps (4 flat indices and weights per (point, view), visibility and the view mean folded into
 the weights) and the neighbour search for hidden points (cKDTree on CPU, no gradient) are computed
 once per rendering and map size and cached on the :class:`Rendering` (about 36 x 12 bytes per point
-for 9 views), so a training step pays for one gather and one contraction.
+for 9 views), so a training step pays for one fused gather-and-sum (``embedding_bag``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
 from .._checks import check_shape
 from ..errors import ShapeError
+from .neighbours import search_workers, spatial_order
 from .rendering import Rendering
 
 #: Nearest visible neighbours averaged for a point no view sees.
 FILL_NEIGHBOURS = 8
+#: Hidden points whose k nearest visible neighbours lie within this many point spacings get them
+#: exactly (a bounded search); farther ones get the sources of their seeds along the kNN graph.
+FILL_EXACT_SPACINGS = 8.0
+#: Neighbours per point of the kNN graph the fill of far hidden points follows.
+FILL_GRAPH_NEIGHBOURS = 8
+#: Far hidden points processed at once (bounds the candidate temporaries).
+FILL_CHUNK = 65536
 
 
 def bilinear_taps(
-    rendering: Rendering, h: int, w: int, *, dtype: torch.dtype, device: torch.device
+    rendering: Rendering,
+    h: int,
+    w: int,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    index_dtype: torch.dtype = torch.int64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat map indices and weights of the 4 bilinear taps of every (point, view) pair.
 
@@ -42,9 +63,10 @@ def bilinear_taps(
         rendering: The rendering (its ``pixel_coords`` (T, V, 2)).
         h, w: Map resolution; positions are rescaled from the S x S image to H x W.
         dtype, device: Of the weights (the maps').
+        index_dtype: int64, or int32 (half the memory) when B * V * H * W < 2^31.
 
     Returns:
-        ``index`` int64 (T, V * 4) into the flattened (B * V * H * W) map plane and ``weight``
+        ``index`` (T, V * 4) into the flattened (B * V * H * W) map plane and ``weight``
         (T, V * 4); taps of pair (t, v) sit at ``v * 4 : v * 4 + 4``.
     """
     size, n_v = rendering.image_size, rendering.num_views
@@ -56,12 +78,13 @@ def bilinear_taps(
     grid[..., 1].clamp_(max=h - 1)
     corner = grid.floor()
     frac = grid.sub_(corner)  # (T, V, 2) fractional parts
-    corner = corner.long()
+    corner = corner.to(index_dtype)
     step = corner < torch.tensor([w - 1, h - 1], device=device)  # a right / lower tap exists
-    base = torch.arange(n_v, device=device) * (h * w)
+    base = torch.arange(n_v, dtype=index_dtype, device=device) * (h * w)
     if rendering.num_samples > 1:
-        base = rendering.batch_index.to(device)[:, None] * (n_v * h * w) + base
-    index = torch.empty((*frac.shape[:2], 4), dtype=torch.int64, device=device)
+        batch = rendering.batch_index.to(device, index_dtype)
+        base = batch[:, None] * (n_v * h * w) + base
+    index = torch.empty((*frac.shape[:2], 4), dtype=index_dtype, device=device)
     torch.add(corner[..., 1] * w + corner[..., 0], base, out=index[..., 0])
     torch.add(index[..., 0], step[..., 0], out=index[..., 1])
     torch.add(index[..., 0], step[..., 1] * w, out=index[..., 2])
@@ -91,10 +114,134 @@ def sample_maps(maps: torch.Tensor, rendering: Rendering) -> torch.Tensor:
     return torch.einsum("ctvk,tvk->tvc", values, weight.view(-1, n_v, 4))
 
 
+def _nearest_sources(
+    columns: list[np.ndarray], rows: np.ndarray, candidates: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (up to) ``k`` distinct candidates nearest to each of the points ``rows``.
+
+    Args:
+        columns: The x, y and z coordinates of the sample's points, each contiguous (N,).
+        rows: (M,) query rows.
+        candidates: int64 (M, C) candidate rows per query, -1 for none.
+        k: Neighbours wanted.
+
+    Returns:
+        ``nearest`` int64 (M, k), -1 where fewer than ``k`` distinct candidates exist, and their
+        number (M,).
+    """
+    cand = np.sort(candidates, axis=1)  # equal rows become adjacent
+    invalid = cand < 0
+    invalid[:, 1:] |= cand[:, 1:] == cand[:, :-1]
+    safe = np.maximum(cand, 0)
+    dist = np.zeros(cand.shape, dtype=columns[0].dtype)
+    for axis in columns:
+        step = axis[safe]
+        step -= axis[rows][:, None]
+        dist += step * step
+    dist[invalid] = np.inf
+    if dist.shape[1] < k:
+        dist = np.pad(dist, ((0, 0), (0, k - dist.shape[1])), constant_values=np.inf)
+        cand = np.pad(cand, ((0, 0), (0, k - cand.shape[1])), constant_values=-1)
+    best, order = torch.from_numpy(dist).topk(k, dim=1, largest=False)
+    found = best.isfinite().numpy()
+    nearest = np.take_along_axis(cand, order.numpy(), 1)
+    nearest[~found] = -1
+    return nearest, found.sum(axis=1)
+
+
+def _fill_sources(
+    points: np.ndarray, vis: np.ndarray, hid: np.ndarray, k: int, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Visible rows whose mean fills each hidden row of one sample (see :func:`hidden_neighbours`).
+
+    Args:
+        points: (N, 3) the sample's points.
+        vis, hid: Rows of its visible and hidden points, ascending, both non-empty (best with the
+            points in a spatial order: memory locality).
+        k: Neighbours per hidden point.
+        radius: Reach of the exact search (scene units).
+
+    Returns:
+        ``sources`` int64 (H, k) visible rows (-1 padding) and their number (H,) per hidden point.
+    """
+    workers = search_workers()
+    kk = min(k, vis.size)
+    tree = cKDTree(points[vis])
+    sources = np.full((hid.size, k), -1, dtype=np.int64)
+    counts = np.full(hid.size, kk, dtype=np.int64)
+    # 1. Exact: the k nearest visible points, when all lie within ``radius`` (a bounded search).
+    dist, nn = tree.query(points[hid], k=kk, distance_upper_bound=radius, workers=workers)
+    dist, nn = dist.reshape(hid.size, kk), nn.reshape(hid.size, kk)
+    near = np.isfinite(dist[:, -1])
+    sources[near, :kk] = vis[nn[near]]
+    del dist, nn
+    far = np.flatnonzero(~near)
+    if far.size and near.any() and kk == k:
+        # 2. Far points. Seeds: the points of step 1 nearest along the kNN graph of the hidden
+        # points (multi-source Dijkstra). Candidates: the sources of the seeds of the point and
+        # of its graph neighbours; the k nearest of them in 3D fill it.
+        n_h = hid.size
+        counts[far] = 0  # until filled below
+        d, graph = cKDTree(points[hid]).query(
+            points[hid[far]], k=min(FILL_GRAPH_NEIGHBOURS + 1, n_h), workers=workers
+        )
+        d, graph = d.reshape(far.size, -1), graph.reshape(far.size, -1)
+        # Zero lengths (duplicate points) would read as missing edges: lengthen them a little.
+        length = np.maximum(d, radius * 1e-9).ravel()
+        tail = np.broadcast_to(far[:, None], graph.shape).ravel()
+        adjacency = coo_matrix((length, (tail, graph.ravel())), shape=(n_h, n_h)).tocsr()
+        seeds = np.unique(graph[near[graph]])
+        seed_of = np.full(n_h, -1, dtype=np.int64)
+        if seeds.size:
+            _, _, found = dijkstra(
+                adjacency, directed=False, indices=seeds, return_predecessors=True, min_only=True
+            )
+            seed_of = np.where(found >= 0, found, -1).astype(np.int64)
+        seed_of[near] = np.flatnonzero(near)
+        seed = seed_of[np.concatenate([far[:, None], graph], axis=1)]  # (F, 1 + neighbours)
+        # Distinct seeds per row, first; most rows have a single one, whose sources are then the
+        # k nearest candidates as they are. The others are ranked.
+        seed = -np.sort(-seed, axis=1)
+        seed[:, 1:][seed[:, 1:] == seed[:, :-1]] = -1
+        seed = -np.sort(-seed, axis=1)
+        distinct = (seed >= 0).sum(axis=1)
+        one = distinct == 1
+        sources[far[one]], counts[far[one]] = sources[seed[one, 0]], counts[seed[one, 0]]
+        many = np.flatnonzero(distinct > 1)
+        seed = seed[many, : int(distinct.max())]
+        columns = [np.ascontiguousarray(points[:, axis]) for axis in range(3)]
+        for start in range(0, many.size, FILL_CHUNK):  # chunks bound the (M, seeds x k) temporaries
+            part = many[start : start + FILL_CHUNK]
+            cut = seed[start : start + FILL_CHUNK]
+            cand = np.where(cut[..., None] >= 0, sources[np.maximum(cut, 0)], -1)
+            got, number = _nearest_sources(columns, hid[far[part]], cand.reshape(len(part), -1), k)
+            sources[far[part]], counts[far[part]] = got, number
+        near[far[counts[far] > 0]] = True  # the rest: parts of the cloud no path joins to a seed
+    left = np.flatnonzero(~near)
+    if left.size:
+        _, nn = tree.query(points[hid[left]], k=kk, workers=workers)
+        sources[left, :kk] = vis[nn.reshape(left.size, kk)]
+        counts[left] = kk
+    return sources, counts
+
+
 def hidden_neighbours(
     rendering: Rendering, k: int = FILL_NEIGHBOURS
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Packed rows of the points visible in no view, their k nearest visible neighbours, weights.
+    """Packed rows of the points visible in no view, the visible rows that fill them, weights.
+
+    A hidden point whose k nearest visible neighbours all lie within ``FILL_EXACT_SPACINGS``
+    point spacings takes exactly those (one bounded k-d tree search; the usual case: occlusion
+    shadows, steep walls). Exact neighbours of points deep inside a large unseen region (the
+    underside of a complete object) cost far more than linear time: a k-d tree visits every cell
+    that comes within the neighbour distance, and the visible surface curves round such a point
+    at about that distance (per-point cost 50 us at 50k points, 1.4 ms at 400k). Those points
+    take instead the k nearest (in 3D) of a few candidates: the sources of their *seeds* (the
+    exactly filled points nearest to them along the kNN graph of the hidden points, one
+    multi-source Dijkstra) and of their graph neighbours' seeds. That is linear, and close to
+    exact: on a complete Real3D-AD-like object the mean distance to the chosen neighbours is
+    within 2 % of the exact one for 99 % of the points. A part of the cloud that no path joins to
+    an exactly filled point takes its exact k nearest.
 
     Returns:
         ``hidden`` int64 (H,) and ``neighbours`` int64 (H, k) packed rows, and ``weights`` (H, k):
@@ -106,22 +253,30 @@ def hidden_neighbours(
         return rendering.cache[key]
     seen = rendering.visible.any(dim=1).cpu().numpy()
     points = rendering.points.detach().cpu().numpy()
+    spacing = (
+        rendering.spacing / rendering.scales.detach().cpu().to(rendering.spacing.dtype)
+    ).tolist()
     hidden_rows, neighbour_rows, weight_rows = [], [], []
     for b in range(rendering.num_samples):
         part = rendering.sample_slice(b)
-        rows = np.arange(part.start, part.stop)
-        vis, hid = rows[seen[rows]], rows[~seen[rows]]
-        if hid.size == 0:
+        sample_seen = seen[part]
+        if sample_seen.all() or not sample_seen.any():
             continue
-        kk = min(k, vis.size)
-        _, nn = cKDTree(points[vis]).query(points[hid], k=kk)
-        nn = vis[nn.reshape(hid.size, kk)]
-        pad = np.repeat(nn[:, :1], k - kk, axis=1)
-        weights = np.concatenate(
-            [np.full((hid.size, kk), 1.0 / kk), np.zeros((hid.size, k - kk))], 1
-        )
-        hidden_rows.append(hid)
-        neighbour_rows.append(np.concatenate([nn, pad], axis=1))
+        # The search runs on the sample in Z order (near in space = near in memory) and maps the
+        # rows back: the same neighbours (up to ties), without random memory access (.neighbours).
+        order = spatial_order(points[part])
+        ordered_seen = sample_seen[order]
+        vis, hid = np.flatnonzero(ordered_seen), np.flatnonzero(~ordered_seen)
+        radius = FILL_EXACT_SPACINGS * spacing[b]
+        sources, counts = _fill_sources(points[part][order], vis, hid, k, radius)
+        hid = order[hid]
+        sources = np.where(sources >= 0, order[np.maximum(sources, 0)], -1)
+        ascending = np.argsort(hid)
+        hid, sources, counts = hid[ascending], sources[ascending], counts[ascending]
+        pad = np.where(sources < 0, sources[:, :1], sources)
+        weights = np.where(sources >= 0, 1.0 / counts[:, None], 0.0)
+        hidden_rows.append(hid + part.start)
+        neighbour_rows.append(pad + part.start)
         weight_rows.append(weights)
     device = rendering.points.device
     hidden = torch.zeros(0, dtype=torch.int64, device=device)
@@ -156,17 +311,23 @@ def back_project(
         )
     key = ("back_project_taps", dims["H"], dims["W"], maps.dtype, maps.device)
     if key not in rendering.cache:  # bilinear weight x visible / number of visible views
+        small = maps.shape[0] * maps.shape[1] * dims["H"] * dims["W"] < 2**31
         index, weight = bilinear_taps(
-            rendering, dims["H"], dims["W"], dtype=maps.dtype, device=maps.device
-        )
+            rendering, dims["H"], dims["W"], dtype=maps.dtype, device=maps.device,
+            index_dtype=torch.int32 if small else torch.int64,
+        )  # fmt: skip
         vis = rendering.visible.to(maps.device, maps.dtype)
         share = vis / vis.sum(dim=1, keepdim=True).clamp_min(1.0)
         weight = weight.view(*share.shape, 4).mul_(share.unsqueeze(-1)).view_as(index)
         rendering.cache[key] = (index, weight)
     index, weight = rendering.cache[key]
-    point = torch.einsum("ctk,tk->tc", _gather_taps(maps, index), weight)
+    # Fused gather + weighted sum over the V * 4 taps of each point (no (C, T, V * 4) temporary).
+    plane = maps.permute(0, 1, 3, 4, 2).reshape(-1, maps.shape[2])  # (B * V * H * W, C)
+    point = F.embedding_bag(index, plane, per_sample_weights=weight, mode="sum")
     hidden, neighbours, weights = hidden_neighbours(rendering, fill_neighbours)
     if hidden.numel():
-        fill = (point[neighbours] * weights.to(maps.dtype).unsqueeze(-1)).sum(dim=1)
+        fill = F.embedding_bag(
+            neighbours, point, per_sample_weights=weights.to(maps.dtype), mode="sum"
+        )
         point = point.index_copy(0, hidden, fill)
     return rendering.split(point)

@@ -240,10 +240,10 @@ def _index_maps(xy, depth, batch, local, geo: _Geometry, settings: RenderSetting
     Also returns the (T, V) flat pixel index of every point's own pixel.
     """
     n_b, n_v, size = len(geo.radius), depth.shape[1], settings.image_size
-    ij = xy.to(torch.int64).clamp_(0, size - 1)  # truncation = floor for xy >= 0, then clamped
+    ij = xy.to(torch.int32).clamp_(0, size - 1)  # truncation = floor for xy >= 0, then clamped
     view = torch.arange(n_v, device=depth.device) * (size * size)
     base = view if n_b == 1 else batch[:, None] * (n_v * size * size) + view
-    pixel = ij[..., 1] * size + ij[..., 0] + base
+    pixel = (ij[..., 1].to(torch.int64) * size).add_(ij[..., 0]).add_(base)
     keys = depth_keys(depth, local[:, None]).reshape(-1)
     keys = zbuffer(keys, pixel.reshape(-1), n_b * n_v * size * size).view(n_b, n_v, size, size)
     keys = torch.stack([dilate_keys(keys[b], geo.radius[b]) for b in range(n_b)])
