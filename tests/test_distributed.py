@@ -65,6 +65,7 @@ def test_split_batch_shares_one_step(monkeypatch):
 def test_single_process_helpers_are_the_identity():
     assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
     assert distributed.gather({"a": 1}) == [{"a": 1}]
+    assert distributed.gather_in_order([(1, "b"), (0, "a")]) == [(0, "a"), (1, "b")]
     assert distributed.all_gather(3) == [3]
     assert distributed.broadcast("x") == "x"
     assert distributed.my_batches(10, 4) == [(0, 4), (4, 8), (8, 10)]
@@ -109,6 +110,7 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
             "a": a.grad.tolist(), "b": b.grad.tolist(), "values": values.tolist(),
             "broadcast": distributed.broadcast(f"from {rank}"), "param": p.detach().tolist(),
             "gathered": gathered, "all": distributed.all_gather(rank * 10),
+            "in_order": distributed.gather_in_order([(2, "c"), (0, "a")] if rank == 0 else [(3, "d"), (1, "b")]),
         }  # fmt: skip
         Path(out, f"{rank}.json").write_text(json.dumps(result))
     finally:
@@ -126,6 +128,7 @@ def test_collectives_over_two_gloo_processes(tmp_path):
         assert r["all"] == [0, 10]
     assert r0["gathered"] == [{"rank": 0, "rows": [0]}, {"rank": 1, "rows": [0, 1]}]
     assert r1["gathered"] is None
+    assert r0["in_order"] == [[0, "a"], [1, "b"], [2, "c"], [3, "d"]] and r1["in_order"] is None
 
 
 # ---------------------------------------------------------------- torchrun end to end

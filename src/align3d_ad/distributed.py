@@ -146,6 +146,14 @@ def gather(obj: T) -> list[T] | None:
     return out
 
 
+def gather_in_order(entries: list[tuple[int, Any]]) -> list[tuple[int, Any]] | None:
+    """Every rank's ``(index, ...)`` entries merged in index order on rank 0; None elsewhere."""
+    parts = gather(entries)
+    if parts is None:
+        return None
+    return sorted((e for part in parts for e in part), key=lambda e: e[0])
+
+
 def all_gather(obj: T) -> list[T]:
     """Every rank's ``obj`` in rank order, on every rank."""
     if not active():
@@ -201,6 +209,7 @@ __all__ = [
     "broadcast",
     "broadcast_parameters",
     "gather",
+    "gather_in_order",
     "is_main",
     "launched",
     "local_rank",

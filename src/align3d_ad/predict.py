@@ -91,11 +91,10 @@ def predict_files(args: argparse.Namespace) -> int:
             preds = detector.predict(samples)
             scored = [(start + k, sample, pred.point_scores, pred.object_score)
                       for k, (sample, pred) in enumerate(zip(samples, preds))]  # fmt: skip
-        gathered = distributed.gather(scored)
+        gathered = distributed.gather_in_order(scored)
         if gathered is None:
             continue
-        for index, sample, scores, object_score in sorted((e for part in gathered for e in part),
-                                                          key=lambda e: e[0]):  # fmt: skip
+        for index, sample, scores, object_score in gathered:
             name = names[index]
             with atomic_path(run_dir / f"{name}.npy") as tmp, tmp.open("wb") as fh:
                 np.save(fh, scores)

@@ -89,10 +89,10 @@ def evaluate_dataset(
                 )))  # fmt: skip
                 if on_prediction is not None:
                     on_prediction(sample, pred)
-        gathered = distributed.gather(entries)
+        gathered = distributed.gather_in_order(entries)
         if gathered is None:  # another rank than 0: rank 0 saves and computes the metrics
             continue
-        for _, entry in sorted((e for part in gathered for e in part), key=lambda e: e[0]):
+        for _, entry in gathered:
             scores.append(entry)
         scores.save(scores_dir / f"{category}.npz")
         results[category] = scores.metrics(method=cfg.aupro_method, max_fpr=cfg.max_fpr)
