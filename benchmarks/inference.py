@@ -24,11 +24,11 @@ import torch
 from align3d_ad.backbone import BackboneSpec, PromptableTextEncoder, load_backbone
 from align3d_ad.config import load_config
 from align3d_ad.data import get_dataset, prepare_sample
-from align3d_ad.data.synth import generate_dataset
+from align3d_ad.model.checkpoint import make_encoder
 from align3d_ad.model.detector import Detector
 from align3d_ad.model.head import AnomalyHead
 from align3d_ad.render import back_project
-from align3d_ad.train.checkpoint import make_encoder
+from align3d_ad.synth import generate_dataset
 
 
 class Clock:

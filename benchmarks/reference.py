@@ -52,13 +52,13 @@ from PIL import Image
 from align3d_ad.backbone import BackboneSpec, PromptableTextEncoder, load_backbone
 from align3d_ad.backbone.encode import ViewFeatures, stack_features
 from align3d_ad.config import REFERENCE_STAGE1_EPOCHS, REFERENCE_STAGE2_EPOCHS, load_config
-from align3d_ad.data.synth import generate_dataset
+from align3d_ad.model.checkpoint import make_encoder
 from align3d_ad.model.head import AnomalyHead
 from align3d_ad.render import Rendering
-from align3d_ad.train import (
+from align3d_ad.synth import generate_dataset
+from align3d_ad.training import (
     build_train_items,
     load_training_samples,
-    make_encoder,
     stage1_epoch,
     stage2_epoch,
 )

@@ -15,7 +15,7 @@ pixels (the size of the published ViT-L/14@336 backbone; the tiny model resizes 
 Clouds (``--cloud``):
 
 * ``object`` (default): a Real3D-AD-like unorganised cloud, a complete closed synthetic object
-  (``align3d_ad.data.synth`` surface sampler, uniform by area) with a small bulge defect. This is
+  (``align3d_ad.synth`` surface sampler, uniform by area) with a small bulge defect. This is
   the case that reaches millions of points. ``prepare`` is the realistic path for such clouds: an
   unorganised cloud has no background plane to cut (``prepare_sample`` returns it as is, no
   subsampling: ``data.max_points`` unset), so the step costs ~0.
@@ -77,8 +77,8 @@ CONFIG = Path(__file__).parents[1] / "configs" / "demo.yaml"
 # ----------------------------------------------------------------------------------- clouds
 def object_cloud(n: int, seed: int = 0) -> np.ndarray:
     """A complete closed object of ``n`` points (mm, Real3D-AD-like) with a small bulge defect."""
-    from align3d_ad.data.synth.shapes import draw_shape
-    from align3d_ad.data.synth.surface import apply_surface_defects, sample_surface
+    from align3d_ad.synth.shapes import draw_shape
+    from align3d_ad.synth.surface import apply_surface_defects, sample_surface
 
     rng = np.random.default_rng(seed)
     shape = draw_shape("bagel", rng)
@@ -167,10 +167,10 @@ def run_child(args: argparse.Namespace) -> dict:
     from align3d_ad.backbone import BackboneSpec, PromptableTextEncoder, load_backbone
     from align3d_ad.config import load_config
     from align3d_ad.data import prepare_sample
+    from align3d_ad.model.checkpoint import make_encoder
     from align3d_ad.model.detector import Detector
     from align3d_ad.model.head import AnomalyHead
     from align3d_ad.render import back_project
-    from align3d_ad.train.checkpoint import make_encoder
 
     views = _views(args.views)
     overrides = [

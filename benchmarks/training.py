@@ -21,9 +21,9 @@ import torch
 
 from align3d_ad.backbone import BackboneSpec, load_backbone
 from align3d_ad.config import load_config
-from align3d_ad.data.synth import generate_dataset
-from align3d_ad.train import train_model
-from align3d_ad.train.trainer import load_training_samples
+from align3d_ad.synth import generate_dataset
+from align3d_ad.training import train_model
+from align3d_ad.training.trainer import load_training_samples
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config, items):  # noqa: D103
 @pytest.fixture(scope="session")
 def synth_mvtec(tmp_path_factory):
     """A small synthetic MVTec3D-AD-format dataset (3 categories), written once per session."""
-    from align3d_ad.data.synth import generate_dataset
+    from align3d_ad.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("synth") / "mvtec"
     generate_dataset(root, format="mvtec3d", categories=["bagel", "cookie", "dowel"], small=True)
@@ -47,7 +47,7 @@ def feature_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, synth_mvtec, feature_cache):
     """A run folder trained (fast schedule, tiny backbone) on bagel."""
-    from align3d_ad.train import train_model
+    from align3d_ad.training import train_model
     from pipeline_helpers import demo_config
 
     run_dir = tmp_path_factory.mktemp("run") / "bagel"

@@ -12,8 +12,8 @@ FAST_TRAIN = [
 
 def demo_config(root, cache, *overrides):
     """configs/demo.yaml on ``root`` with a fast schedule and the given overrides."""
+    from align3d_ad.app.commands.demo import DEMO_CONFIG
     from align3d_ad.config import load_config
-    from align3d_ad.demo import DEMO_CONFIG
 
     return load_config(
         DEMO_CONFIG,

@@ -77,7 +77,7 @@ def test_single_process_helpers_are_the_identity():
 
 
 def test_commands_that_run_in_one_process_refuse_torchrun(monkeypatch, tmp_path, capsys):
-    from align3d_ad.cli import main
+    from align3d_ad.app.cli import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["synth", "--out", str(tmp_path / "d"), "--small", "--categories", "bagel"]) == 2
@@ -164,7 +164,7 @@ def trained(workspace, synth_mvtec):
 
 def test_torchrun_training_matches_one_process(trained, synth_mvtec, tmp_path):
     from align3d_ad.evaluate.runner import evaluate_dataset
-    from align3d_ad.train import load_detector
+    from align3d_ad.model.detector import load_detector
 
     one, two = (load_file(str(run / "head.safetensors")) for run in trained)
     assert one.keys() == two.keys() and one

@@ -8,7 +8,8 @@ import lzf
 import numpy as np
 import pytest
 
-from align3d_ad.data.io import load_point_cloud, read_pcd, read_ply, write_pcd, write_ply
+from align3d_ad.data.formats import read_pcd, read_ply, write_pcd, write_ply
+from align3d_ad.data.io import load_point_cloud
 from align3d_ad.errors import DatasetFormatError
 
 # The header Open3D/PCL write, as Real3D-AD's PCDs start (DATASETS.md section 3.2).

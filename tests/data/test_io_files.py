@@ -10,14 +10,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from align3d_ad.data.io import (
-    SUPPORTED_SUFFIXES,
-    load_point_cloud,
-    read_image,
-    read_tiff_xyz,
-    read_xyz_txt,
-    write_tiff_xyz,
-)
+from align3d_ad.data.formats import read_image, read_tiff_xyz, read_xyz_txt, write_tiff_xyz
+from align3d_ad.data.io import SUPPORTED_SUFFIXES, load_point_cloud
 from align3d_ad.errors import DatasetFormatError, ShapeError
 
 

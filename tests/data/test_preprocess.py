@@ -12,10 +12,10 @@ from scipy.spatial.distance import cdist
 
 from align3d_ad.data import PointCloudSample
 from align3d_ad.data import preprocess as pre
-from align3d_ad.data.synth import list_synth_categories
-from align3d_ad.data.synth.mvtec import mvtec_camera
-from align3d_ad.data.synth.scene import compose, draw_clean_scan
 from align3d_ad.errors import DatasetFormatError
+from align3d_ad.synth import list_synth_categories
+from align3d_ad.synth.mvtec import mvtec_camera
+from align3d_ad.synth.scene import compose, draw_clean_scan
 
 H, W = 40, 48  # DATASETS.md §6.1 preprocessing fixture
 BLOCK = (slice(14, 24), slice(16, 28))  # 120 pixels raised 10 mm

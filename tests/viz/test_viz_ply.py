@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from align3d_ad.data import PointCloudSample
-from align3d_ad.data.io import read_ply
+from align3d_ad.data.formats import read_ply
 from align3d_ad.errors import ShapeError
 from align3d_ad.viz import save_scored_ply
 

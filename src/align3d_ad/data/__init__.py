@@ -1,13 +1,10 @@
-"""Data layer: the sample type, file I/O, dataset readers, preprocessing and synthetic data.
+"""Data layer: the sample type, file I/O, dataset readers and preprocessing (synthetic data: ``synth``).
 
 ``data`` knows nothing of torch models: it reads and writes point clouds and their labels.
 """
 
 from .datasets import DatasetReader, SampleRef, get_dataset, list_datasets, register_dataset
-from .inspect import DatasetReport, inspect_dataset
-from .io import (
-    SUPPORTED_SUFFIXES,
-    load_point_cloud,
+from .formats import (
     read_image,
     read_pcd,
     read_ply,
@@ -17,6 +14,8 @@ from .io import (
     write_ply,
     write_tiff_xyz,
 )
+from .inspect import DatasetReport, inspect_dataset
+from .io import SUPPORTED_SUFFIXES, load_point_cloud
 from .prepare import PreparedSample, prepare_sample
 from .preprocess import (
     grid_resize_index,
@@ -26,7 +25,6 @@ from .preprocess import (
     resize_grid,
 )
 from .sample import PointCloudSample, valid_point_mask
-from .synth import generate_dataset, list_synth_categories
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -35,11 +33,9 @@ __all__ = [
     "PointCloudSample",
     "PreparedSample",
     "SampleRef",
-    "generate_dataset",
     "get_dataset",
     "grid_resize_index",
     "keep_largest_cluster",
-    "list_synth_categories",
     "normalise_to_unit_sphere",
     "prepare_sample",
     "remove_background_plane",

@@ -1,20 +1,22 @@
 """Evaluation: metrics (O-AUROC, O-AP, P-AUROC, AUPRO), AUPRO regions, protocols and tables."""
 
-from .metrics import (
+from ._inputs import UndefinedMetricWarning
+from .aupro import (
     AUPRO_METHODS,
     DEFAULT_MAX_FPR,
     DEFAULT_NUM_THRESHOLDS,
+    ProCurve,
+    aupro,
+    pro_curve,
+)
+from .metrics import (
     ObjectMetrics,
     PointMetrics,
-    ProCurve,
-    UndefinedMetricWarning,
-    aupro,
     object_ap,
     object_auroc,
     object_metrics,
     point_auroc,
     point_metrics,
-    pro_curve,
 )
 from .regions import (
     DEFAULT_RADIUS_FACTOR,

@@ -15,9 +15,9 @@ from .. import distributed
 from ..backbone import load_backbone
 from ..config import Config
 from ..errors import ConfigError
+from ..model.checkpoint import backbone_spec, make_encoder, view_preset
 from ..model.detector import Detector
-from ..train.checkpoint import backbone_spec, make_encoder, view_preset
-from ..train.trainer import train_model
+from ..training.trainer import train_model
 from .runner import evaluate_dataset
 from .tables import combine_runs, write_results
 

@@ -29,7 +29,8 @@ import numpy as np
 from .._atomic import atomic_path
 from ..data.preprocess import grid_resize_index
 from ..data.sample import PointCloudSample
-from .metrics import UndefinedMetricWarning, object_metrics, point_metrics
+from ._inputs import UndefinedMetricWarning
+from .metrics import object_metrics, point_metrics
 from .regions import grid_regions, point_regions
 
 

@@ -34,6 +34,7 @@ from ..render import (
     smooth_grid_scores,
     smooth_point_scores,
 )
+from .checkpoint import load_parts
 from .head import ALIGNED, RENDERING, AnomalyHead
 
 logger = logging.getLogger(__name__)
@@ -117,13 +118,23 @@ class Detector:
         weights: str | Path | None = None,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
+        backbone: Backbone | None = None,
     ) -> Detector:
-        """Load a run folder written by training (see :mod:`align3d_ad.train.checkpoint`)."""
-        from ..train.checkpoint import load_detector
+        """Load a run folder written by training (see :mod:`align3d_ad.model.checkpoint`).
 
-        return load_detector(
-            path, device=device, weights=weights, cache_dir=cache_dir, use_cache=use_cache
-        )
+        Args:
+            path: The run folder.
+            device: auto | cpu | cuda[:N].
+            weights: Local backbone weights (default: those named in the checkpoint's config).
+            cache_dir: Feature cache folder (default: the checkpoint config's).
+            use_cache: False = never read or write the feature cache.
+            backbone: An already loaded backbone to reuse (checked against the checkpoint).
+        """
+        config, encoder, head = load_parts(
+            path, device=device, weights=weights, cache_dir=cache_dir, use_cache=use_cache,
+            backbone=backbone,
+        )  # fmt: skip
+        return cls(config, encoder, head)
 
     def predict(
         self, inputs: PointCloudSample | np.ndarray | Sequence[PointCloudSample | np.ndarray]
@@ -214,3 +225,7 @@ class Detector:
             branch_global={b: float(v) for b, v in glob.items()},
             foreground=foreground,
         )
+
+
+#: The same as :meth:`Detector.from_checkpoint`.
+load_detector = Detector.from_checkpoint

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.io import write_ply
+from ..data.formats import write_ply
 from ..data.sample import PointCloudSample
 from ..errors import ShapeError
 from .grid import DEFAULT_CMAP, heat_colors

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from ...errors import ConfigError, DatasetFormatError
-from ..io import read_image
+from ..formats import read_image
 from ..sample import PointCloudSample
 from .base import DatasetReader, SampleRef, as_mask, as_rgb01, files, register_dataset, subdirs
 

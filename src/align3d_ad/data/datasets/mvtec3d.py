@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_image, read_tiff_xyz
+from ..formats import read_image, read_tiff_xyz
 from ..sample import PointCloudSample, valid_point_mask
 from .base import DatasetReader, SampleRef, as_mask, as_rgb01, files, register_dataset, subdirs
 

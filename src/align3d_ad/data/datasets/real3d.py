@@ -29,7 +29,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ...errors import ConfigError, DatasetFormatError
-from ..io import read_pcd, read_xyz_txt
+from ..formats import read_pcd, read_xyz_txt
 from ..sample import PointCloudSample
 from .base import DatasetReader, SampleRef, files, register_dataset
 

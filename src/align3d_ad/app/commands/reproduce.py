@@ -1,0 +1,25 @@
+"""``align3d-ad reproduce``: one published row of the paper, training included."""
+
+from __future__ import annotations
+
+import argparse
+
+from ... import distributed
+from ..options import config_from_args, require_dir
+from ..runs import start_run
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...evaluate.protocol import run_protocol
+    from ...evaluate.tables import to_markdown
+
+    require_dir(args.root, "dataset root")
+    if args.test_root is not None:
+        require_dir(args.test_root, "test dataset root")
+    config = config_from_args(args, args.config)
+    run_dir = start_run(args, args.out, config)
+    doc = run_protocol(config, run_dir, root=args.root, test_root=args.test_root,
+                       weights=args.weights)  # fmt: skip
+    if distributed.is_main():
+        print(to_markdown(doc))
+    return 0

@@ -1,0 +1,53 @@
+"""Command-line options shared by several commands, and the config they resolve to."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import Config, load_config
+from ..errors import DatasetFormatError
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--seed`` and ``--quiet`` (every command)."""
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: from config, 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+
+
+def add_config(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE`` overrides."""
+    parser.add_argument("--config", type=Path, required=required, help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.stage2_epochs=5 (repeatable)")
+
+
+def add_backbone(parser: argparse.ArgumentParser) -> None:
+    """``--weights``, ``--cache-dir`` and ``--no-cache`` (commands that run the backbone)."""
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="local backbone weights (state dict, safetensors or OpenAI TorchScript .pt)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+
+
+def require_dir(path: Path, what: str = "folder") -> Path:
+    """``path`` itself, or a DatasetFormatError naming it when it does not exist."""
+    if not path.exists():
+        raise DatasetFormatError(path, f"{what} does not exist")
+    return path
+
+
+def config_from_args(args: argparse.Namespace, path: Path | None = None) -> Config:
+    """The config of a command: file (or defaults) + ``--set`` + the common flags."""
+    overrides = list(getattr(args, "overrides", []) or [])
+    overrides.append(f"device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if getattr(args, "cache_dir", None) is not None:
+        overrides.append(f"backbone.cache_dir={args.cache_dir}")
+    if getattr(args, "no_cache", False):
+        overrides.append("backbone.use_cache=false")
+    if getattr(args, "weights", None) is not None:
+        overrides.append(f"backbone.weights={args.weights}")
+    return load_config(path, overrides)

@@ -1,0 +1,220 @@
+"""Run folders of trained models: written atomically each epoch, loaded without pickled code.
+
+A run folder holds:
+
+* ``head.safetensors``: the aligner and both prompt learners (tensors only);
+* ``checkpoint.json``: everything needed to rebuild the detector (resolved config, backbone name
+  and weights fingerprint, image size, layers, V-V start, training data, versions, seed, progress);
+* ``state.pt``: the resume state (head, optimisers, progress), read with ``weights_only=True``.
+
+Each is replaced atomically. ``state.pt`` alone drives ``--resume``; ``head.safetensors`` and
+``checkpoint.json`` carry the same epoch counter, and a mismatch (a write interrupted between the
+two) is reported instead of silently loading a head of another epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .._atomic import atomic_path, atomic_write_text
+from ..backbone import BackboneSpec, FeatureCache, PromptableTextEncoder, load_backbone
+from ..backbone.encode import ViewEncoder
+from ..backbone.loader import Backbone
+from ..config import BackboneConfig, Config, config_from_dict
+from ..errors import CheckpointMismatchError, ConfigError
+from ..render import RenderSettings, ViewPreset, get_view_preset, view_preset_from_spec
+from ..versions import versions
+from .head import AnomalyHead
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_JSON = "checkpoint.json"
+HEAD_FILE = "head.safetensors"
+STATE_FILE = "state.pt"
+FORMAT = 1
+
+
+def backbone_spec(config: BackboneConfig, *, weights: str | Path | None = None) -> BackboneSpec:
+    """The backbone spec of a config (``weights`` overrides ``config.weights``)."""
+    weights = weights if weights is not None else config.weights
+    return BackboneSpec(
+        model_name=config.model_name,
+        pretrained=config.pretrained,
+        weights=None if weights is None else str(weights),
+        vv_start=config.vv_start,
+        layers=tuple(config.layers) or None,
+        precision=config.precision,
+    )
+
+
+def default_cache_dir() -> Path:
+    """``$ALIGN3D_CACHE`` or ``~/.cache/align3d-ad/features``."""
+    import os
+
+    root = os.environ.get("ALIGN3D_CACHE") or Path.home() / ".cache" / "align3d-ad"
+    return Path(root) / "features"
+
+
+def view_preset(config: Config) -> ViewPreset:
+    """The view preset named (or listed) in ``render.views``."""
+    views = config.render.views
+    if isinstance(views, str):
+        return get_view_preset(views)
+    return view_preset_from_spec([tuple(v) for v in views])
+
+
+def make_encoder(config: Config, backbone: Backbone) -> ViewEncoder:
+    """The render -> encode -> cache pipeline of a config."""
+    cfg = config.backbone
+    cache = FeatureCache(None)
+    if cfg.use_cache:
+        cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
+    settings = RenderSettings(
+        image_size=config.render.image_size or backbone.image_size,
+        projection=config.render.projection,
+        splat_radius=config.render.splat_radius,
+    )
+    return ViewEncoder(
+        backbone, view_preset(config), settings, cache=cache, batch_size=cfg.batch_size
+    )
+
+
+def backbone_record(backbone: Backbone) -> dict[str, Any]:
+    """What a checkpoint remembers of its backbone."""
+    return {
+        "name": backbone.name,
+        "fingerprint": backbone.fingerprint,
+        "source": backbone.source,
+        "random_weights": backbone.is_random,
+        "image_size": backbone.image_size,
+        "layers": list(backbone.layers),
+        "vv_start": backbone.vv_start,
+        "precision": backbone.precision,
+    }
+
+
+def save_checkpoint(
+    run_dir: Path, head: AnomalyHead, *, config: Config, backbone: Backbone,
+    progress: dict[str, Any], training_data: dict[str, Any], optimizers: dict[str, Any],
+) -> None:  # fmt: skip
+    """Write the resume state, the head and the JSON description (each atomically)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    with atomic_path(run_dir / STATE_FILE) as tmp:
+        torch.save(
+            {"head": state, "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+             "progress": json.dumps(progress)},
+            tmp,
+        )  # fmt: skip
+    tag = json.dumps({"stage": progress["stage"], "epoch": progress["epoch"]})
+    with atomic_path(run_dir / HEAD_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"progress": tag})
+    doc = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "backbone": backbone_record(backbone),
+        "progress": progress,
+        "training_data": training_data,
+        "seed": config.seed,
+        "versions": versions(),
+    }
+    atomic_write_text(run_dir / CHECKPOINT_JSON, json.dumps(doc, indent=2) + "\n")
+
+
+def load_state(run_dir: Path) -> dict[str, Any] | None:
+    """The resume state of a run folder, or None when it has none."""
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["progress"] = json.loads(state["progress"])
+    return state
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The ``checkpoint.json`` of a run folder (ConfigError when it is not one)."""
+    run_dir = Path(path)
+    doc_path = run_dir / CHECKPOINT_JSON
+    if not doc_path.is_file():
+        raise ConfigError(
+            f"checkpoint {run_dir} must be a run folder written by `align3d-ad train`, "
+            f"got no {CHECKPOINT_JSON} there"
+        )
+    try:
+        return json.loads(doc_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{doc_path}: not valid JSON ({err.msg})") from err
+
+
+def check_backbone(doc: dict[str, Any], backbone: Backbone, run_dir: Path) -> None:
+    """Refuse a backbone other than the checkpoint's (name or weights)."""
+    want = doc["backbone"]
+    if want["name"] != backbone.name or want["fingerprint"] != backbone.fingerprint:
+        raise CheckpointMismatchError(
+            f"checkpoint {run_dir} was trained with backbone {want['name']} (weights "
+            f"{want['fingerprint']}), got {backbone.name} (weights {backbone.fingerprint}); "
+            "use the same backbone and weights as in training"
+        )
+
+
+def load_head(run_dir: Path, doc: dict[str, Any], head: AnomalyHead) -> None:
+    """Load ``head.safetensors`` into ``head``, checking it belongs to ``checkpoint.json``."""
+    path = run_dir / HEAD_FILE
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {run_dir} has no {HEAD_FILE}; was training interrupted?")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        tag = json.loads((fh.metadata() or {}).get("progress", "{}"))
+    progress = doc.get("progress", {})
+    if tag != {"stage": progress.get("stage"), "epoch": progress.get("epoch")}:
+        raise ConfigError(
+            f"checkpoint {run_dir}: {HEAD_FILE} ({tag}) and {CHECKPOINT_JSON} ({progress}) are from "
+            "different epochs (an interrupted write); run `align3d-ad train --resume` to finish it"
+        )
+    head.load_state_dict(load_file(str(path)))
+
+
+def load_parts(
+    path: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    weights: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    backbone: Backbone | None = None,
+) -> tuple[Config, ViewEncoder, AnomalyHead]:
+    """The config, view encoder and trained head of a run folder (what a detector is made of).
+
+    :meth:`align3d_ad.model.detector.Detector.from_checkpoint` assembles them; this module knows
+    nothing of the detector, so training and the detector both depend on it and not on each other.
+
+    Args:
+        path: The run folder.
+        device: auto | cpu | cuda[:N].
+        weights: Local backbone weights (default: those named in the checkpoint's config).
+        cache_dir: Feature cache folder (default: the checkpoint config's).
+        use_cache: False = never read or write the feature cache.
+        backbone: An already loaded backbone to reuse (checked against the checkpoint).
+    """
+    run_dir = Path(path)
+    doc = read_checkpoint(run_dir)
+    config = config_from_dict(doc["config"])
+    bb = config.backbone
+    config = config.replace(**{
+        "backbone.cache_dir": str(cache_dir) if cache_dir else bb.cache_dir,
+        "backbone.use_cache": use_cache and bb.use_cache,
+        "device": str(device),
+    })  # fmt: skip
+    if backbone is None:
+        backbone = load_backbone(backbone_spec(config.backbone, weights=weights), device=device)
+    check_backbone(doc, backbone, run_dir)
+    text = PromptableTextEncoder(backbone)
+    head = AnomalyHead(text, backbone.embed_dim, config.method)
+    load_head(run_dir, doc, head)
+    return config, make_encoder(config, backbone), head
