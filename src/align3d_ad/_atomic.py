@@ -8,9 +8,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+#: The mode of the files written here before the umask applies (as ``open(path, 'w')``).
+FILE_MODE = 0o666
+
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask (read from /proc where it can be, so no other thread sees it changed)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -27,9 +35,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp_path
+        # mkstemp makes 0600, and some writers (safetensors) replace the file with another 0600
+        # one: give the finished file the mode a plain open() would, the umask respected
+        with contextlib.suppress(PermissionError):  # file systems without modes (e.g. FAT)
+            os.chmod(tmp_path, FILE_MODE & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,44 @@ REFERENCE_STAGE2_DPCA_EPOCHS = 5
 
 METHOD_VARIANTS = ("align3d", "pointad", "clip-zero-shot")
 BRANCHES = ("both", "aligned", "rendering")
+#: Fewest valid points a cloud is scored from (:func:`~align3d_ad.data.prepare_sample` refuses
+#: sparser clouds: a handful of splats gives every point the same score).
+MIN_CLOUD_POINTS = 16
+#: Largest rendered image side (``render.image_size``, ``align3d-ad render --size``).
+MAX_IMAGE_SIZE = 4096
+#: Largest seed: seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+
+#: Allowed values of the choice keys, per section.
+CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "render": {"projection": ("orthographic", "perspective")},
+    "backbone": {"precision": ("fp32", "bf16", "fp16")},
+    "method": {"variant": METHOD_VARIANTS, "branches": BRANCHES, "smoothing": ("knn", "grid", "none")},
+    "eval": {"aupro_method": ("exact", "official"), "on_missing_gt": ("error", "skip")},
+}
+#: Allowed ranges of the numeric keys, per section ("" = top level): "> a", ">= a" or an interval
+#: "[a, b]", "(a, b]", "[a, b)". None values pass (they mean "the default"); tuples are checked
+#: entry by entry.
+RANGES: dict[str, dict[str, str]] = {
+    "data": {
+        "plane_fit_threshold": "> 0", "plane_cut_distance": ">= 0", "cluster_radius": "> 0",
+        "max_points": f">= {MIN_CLOUD_POINTS}", "limit_per_split": ">= 1",
+    },
+    "render": {"image_size": f"[2, {MAX_IMAGE_SIZE}]", "splat_radius": "[0, 64]"},
+    "backbone": {"vv_start": ">= 1", "layers": ">= 1", "batch_size": ">= 1"},
+    "method": {
+        "scr_lambda": ">= 0", "dpca_gamma": ">= 0", "temperature": "> 0", "alpha": "[0, 1]",
+        "beta": "[0, 1]", "n_ctx": ">= 1", "deep_tokens": ">= 0", "deep_depth": ">= 0",
+        "smoothing_sigma": ">= 0", "grid_sigma": ">= 0",
+    },
+    "train": {
+        "stage1_epochs": ">= 0", "stage1_scr_epochs": ">= 0", "stage1_batch_size": ">= 1",
+        "stage2_epochs": ">= 0", "stage2_dpca_epochs": ">= 0", "stage2_batch_size": ">= 1",
+        "lr": "> 0", "betas": "[0, 1)",
+    },
+    "eval": {"grid_size": ">= 2", "max_fpr": "(0, 1]"},
+    "": {"seed": f"[0, {MAX_SEED}]"},
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,6 +86,9 @@ class DataConfig:
     limit_per_split: int | None = None  #: read at most this many samples per category/split
     reader_options: dict = field(default_factory=dict)  #: extra options of the dataset reader
 
+    def __post_init__(self) -> None:
+        check_section(self, "data")
+
 
 @dataclass(frozen=True)
 class RenderConfig:
@@ -56,6 +98,9 @@ class RenderConfig:
     image_size: int | None = None  #: None = the backbone's input size
     splat_radius: float | None = None  #: pixels; None = chosen from the point spacing
     projection: str = "orthographic"  #: orthographic | perspective
+
+    def __post_init__(self) -> None:
+        check_section(self, "render")
 
 
 @dataclass(frozen=True)
@@ -71,6 +116,9 @@ class BackboneConfig:
     batch_size: int = 18  #: views per backbone forward
     cache_dir: str | None = None  #: None = <user cache>/align3d-ad/features
     use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        check_section(self, "backbone")
 
 
 @dataclass(frozen=True)
@@ -93,6 +141,9 @@ class MethodConfig:
     smoothing_sigma: float = 4.0  #: knn: Gaussian sigma in point spacings (reference: 4 grid px)
     grid_sigma: float = 4.0  #: grid: Gaussian sigma in grid pixels
 
+    def __post_init__(self) -> None:
+        check_section(self, "method")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -107,6 +158,9 @@ class TrainConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
 
+    def __post_init__(self) -> None:
+        check_section(self, "train")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -116,11 +170,15 @@ class EvalConfig:
     root: str | None = None  #: None = data.root
     categories: tuple[str, ...] = ()  #: () = every category but the training ones
     split: str | None = None  #: None = the reader's labelled split
-    reader_options: dict = field(default_factory=dict)  #: e.g. {gt_mismatch: use_txt} for real3d
-    views: str | tuple | None = None  #: test-time views (cross-dataset); None = render.views
+    reader_options: dict = field(default_factory=dict)  #: e.g. {gt_mismatch: error} for real3d
+    views: str | tuple | None = None  #: test-time views; None = the test dataset's preset (cross-dataset) or render.views
+    on_missing_gt: str = "error"  #: error | skip: a test sample without ground truth stops the test, or is skipped and counted
     grid_size: int = 336  #: side of the resized organised grid of the `grid` point metrics
     aupro_method: str = "exact"  #: exact | official
     max_fpr: float = 0.3
+
+    def __post_init__(self) -> None:
+        check_section(self, "eval")
 
 
 @dataclass(frozen=True)
@@ -146,6 +204,10 @@ class Config:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     seed: int = 0
     device: str = "auto"
+    deterministic: bool = False  #: deterministic algorithms (--deterministic; device.set_deterministic)
+
+    def __post_init__(self) -> None:
+        check_section(self, "")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -212,6 +274,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
@@ -296,32 +363,44 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def validate(config: Config) -> None:
-    """Check values that types alone cannot (choices and ranges)."""
-    checks = [
-        (config.method.variant in METHOD_VARIANTS, "method.variant", METHOD_VARIANTS, config.method.variant),
-        (config.method.branches in BRANCHES, "method.branches", BRANCHES, config.method.branches),
-        (config.method.smoothing in ("knn", "grid", "none"), "method.smoothing",
-         ("knn", "grid", "none"), config.method.smoothing),
-        (config.backbone.precision in ("fp32", "bf16", "fp16"), "backbone.precision",
-         ("fp32", "bf16", "fp16"), config.backbone.precision),
-        (config.eval.aupro_method in ("exact", "official"), "eval.aupro_method",
-         ("exact", "official"), config.eval.aupro_method),
-        (config.render.projection in ("orthographic", "perspective"), "render.projection",
-         ("orthographic", "perspective"), config.render.projection),
-    ]
-    for ok, key, valid, got in checks:
-        if not ok:
-            raise ConfigError(f"{key} must be one of {', '.join(valid)}, got {got!r}")
-    for key, value in (("method.alpha", config.method.alpha), ("method.beta", config.method.beta)):
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{key} must lie in [0, 1], got {value}")
-    t = config.train
-    if min(t.stage1_epochs, t.stage2_epochs, t.stage1_scr_epochs, t.stage2_dpca_epochs) < 0:
-        raise ConfigError("train epochs must be >= 0")
-    if t.stage1_batch_size < 1 or t.stage2_batch_size < 1 or config.backbone.batch_size < 1:
-        raise ConfigError("batch sizes must be >= 1")
-    if not 0.0 < config.eval.max_fpr <= 1.0:
-        raise ConfigError(f"eval.max_fpr must lie in (0, 1], got {config.eval.max_fpr}")
+    """Check every section again (each section checks its values when it is built)."""
+    for prefix in ("data", "render", "backbone", "method", "train", "eval"):
+        check_section(getattr(config, prefix), prefix)
+    check_section(config, "")
+
+
+def check_section(section: Any, prefix: str) -> None:
+    """Raise ConfigError naming the full key (``<prefix>.<name>``) of the first bad value."""
+    for name, choices in CHOICES.get(prefix, {}).items():
+        value = getattr(section, name)
+        if value not in choices:
+            raise ConfigError(f"{prefix}.{name} must be one of {', '.join(choices)}, got {value!r}")
+    for name, spec in RANGES.get(prefix, {}).items():
+        _check_number(f"{prefix}.{name}" if prefix else name, getattr(section, name), spec)
+
+
+def _within(value: float, spec: str) -> bool:
+    """Whether ``value`` satisfies a :data:`RANGES` spec (NaN never does)."""
+    if spec[0] in "[(":
+        low, high = (float(x) for x in spec[1:-1].split(","))
+        above = value > low if spec[0] == "(" else value >= low
+        return above and (value < high if spec[-1] == ")" else value <= high)
+    op, bound = spec.split()
+    return value > float(bound) if op == ">" else value >= float(bound)
+
+
+def _check_number(key: str, value: Any, spec: str) -> None:
+    if value is None:
+        return
+    many = isinstance(value, tuple)
+    subject, got = (f"{key} entries", list(value)) if many else (key, value)
+    for item in value if many else (value,):
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+            raise ConfigError(f"{subject} must be finite numbers, got {got!r}" if many
+                              else f"{key} must be a finite number, got {got!r}")  # fmt: skip
+        if not _within(item, spec):
+            must = f"must lie in {spec}" if spec[0] in "[(" else f"must be {spec}"
+            raise ConfigError(f"{subject} {must}, got {got!r}")
 
 
 __all__ = [

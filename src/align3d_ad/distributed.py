@@ -71,11 +71,31 @@ def _uses_cuda(device: str | None) -> bool:
     return device.startswith("cuda")
 
 
+def rank_gpu(device: str | None = "cuda") -> int:
+    """The GPU index of this torchrun process: its ``LOCAL_RANK``.
+
+    ``cuda:N`` is refused with one line: it would put every rank on GPU N (NCCL stops at the first
+    collective, ``test``/``predict`` would share one GPU). Choose GPUs with CUDA_VISIBLE_DEVICES.
+    """
+    if str(device).startswith("cuda:"):
+        raise ConfigError(
+            f"--device {device} under torchrun would put every rank on one GPU; pass --device cuda "
+            "(each rank uses the GPU of its LOCAL_RANK; choose GPUs with CUDA_VISIBLE_DEVICES)"
+        )
+    index, count = local_rank(), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(
+            f"LOCAL_RANK {index} but only {count} GPU(s) visible: start at most {count} processes "
+            "per machine (torchrun --nproc-per-node)"
+        )
+    return index
+
+
 def setup(device: str | None = "auto") -> bool:
     """Join the process group that torchrun's environment describes; False when not launched so.
 
     CUDA processes (``--device auto`` with a GPU, or ``cuda``) use NCCL and the GPU of their
-    ``LOCAL_RANK``; CPU processes use gloo.
+    ``LOCAL_RANK`` (``cuda:N`` is refused, see :func:`rank_gpu`); CPU processes use gloo.
     """
     global _objects_group
     if not launched() or dist.is_initialized():
@@ -90,8 +110,7 @@ def setup(device: str | None = "auto") -> bool:
     if cuda:
         if not torch.cuda.is_available():
             raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
-        index = torch.device(device).index if str(device).startswith("cuda:") else None
-        torch.cuda.set_device(local_rank() if index is None else index)
+        torch.cuda.set_device(rank_gpu(device))
     backend = "nccl" if cuda else "gloo"
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
     _objects_group = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else None
@@ -215,6 +234,7 @@ __all__ = [
     "local_rank",
     "my_batches",
     "rank",
+    "rank_gpu",
     "require_single",
     "setup",
     "split_batch",

@@ -81,7 +81,8 @@ def test_load_random_is_frozen_deterministic_and_labelled():
     assert a.vv_start == 1 and a.layers == (4,)
     assert a.key_parts() == {
         "backbone": "tiny-clip", "weights": "random-init:tiny-clip:seed5", "layers": [4],
-        "vv_start": 1, "precision": "fp32", "image_size": 224,
+        "vv_start": 1, "precision": "fp32", "image_size": 224, "device_type": "cpu",
+        "matmul": "highest,cuda-tf32=False,cudnn-tf32=False",  # an fp32 load sets full fp32
     }
     # loading does not disturb the global RNG
     torch.manual_seed(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import time
 
@@ -16,7 +17,8 @@ from align3d_ad.errors import ConfigError
 PARTS = {
     "sample": "ab12", "views": [[-45.0, 0.0], [15.0, 30.0]], "image_size": 224, "splat": {"radius": 1.5},
     "mode": "geometry", "backbone": "tiny-clip", "weights": "random-init:tiny-clip:seed0", "layers": [4],
-    "vv_start": 1, "precision": "fp32",
+    "vv_start": 1, "precision": "fp32", "matmul": "highest,cuda-tf32=False,cudnn-tf32=False",
+    "device_type": "cpu",
 }
 
 
@@ -65,7 +67,8 @@ def test_cache_key_is_canonical_and_changes_with_every_part():
     changed = {
         "sample": "ab13", "views": [[-45.0, 0.0]], "image_size": 336, "splat": {"radius": 2.0},
         "mode": "colour", "backbone": "ViT-L-14-336-quickgelu", "weights": "x", "layers": [3, 4],
-        "vv_start": 2, "precision": "bf16",
+        "vv_start": 2, "precision": "bf16", "matmul": "high,cuda-tf32=True,cudnn-tf32=True",
+        "device_type": "cuda",
     }
     keys = {FeatureCache.key(**{**PARTS, name: value}) for name, value in changed.items()}
     assert len(keys) == len(changed) and key not in keys
@@ -90,6 +93,33 @@ def test_cache_truncated_array_is_detected_and_recomputed(tmp_path):
     assert compute.calls == 2
     np.testing.assert_array_equal(again["tokens"], _arrays()["tokens"].numpy().astype(np.float16))
     assert cache.get_or_compute(key, compute) is not None and compute.calls == 2
+
+
+def test_cache_same_size_corruption_fails_the_checksum_and_is_recomputed(tmp_path, caplog):
+    cache, compute = FeatureCache(tmp_path), Counter()
+    key = FeatureCache.key(**PARTS)
+    cache.get_or_compute(key, compute)
+    folder = cache.entry_dir(key)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert all(len(info["crc32"]) == 8 for info in manifest["arrays"].values())
+    npy = folder / "tokens.npy"
+    data = bytearray(npy.read_bytes())
+    half = len(data) // 2
+    data[half:] = bytes(len(data) - half)  # zero the second half: same size, valid header
+    npy.write_bytes(bytes(data))
+    caplog.set_level(logging.WARNING, logger="align3d_ad.backbone.cache")
+    again = cache.get_or_compute(key, compute)
+    assert compute.calls == 2
+    assert (cache.hits, cache.misses, cache.broken) == (0, 2, 1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and key in warnings[0] and "tokens.npy" in warnings[0]
+    assert "checksum" in warnings[0]
+    fresh = _arrays()
+    np.testing.assert_array_equal(again["tokens"], fresh["tokens"].numpy().astype(np.float16))
+    np.testing.assert_array_equal(again["global"], fresh["global"].astype(np.float16))
+    # the entry was rewritten: the next read is a plain hit
+    assert cache.get_or_compute(key, compute) is not None
+    assert (compute.calls, cache.hits, cache.broken) == (2, 1, 1)
 
 
 def test_cache_corrupt_or_missing_manifest_is_recomputed(tmp_path):

@@ -212,5 +212,5 @@ def test_eyecandies_invalid_options_raise_config_error(eyecandies_tiny):
         _reader(eyecandies_tiny, image_index=6)
     with pytest.raises(ConfigError, match="pose must be one of"):
         _reader(eyecandies_tiny, pose="inverse")
-    with pytest.raises(ConfigError, match=r"among \['image_index', 'pose'\].*\['focal'\]"):
+    with pytest.raises(ConfigError, match=r"among \['image_index', 'pose', 'up'\].*\['focal'\]"):
         _reader(eyecandies_tiny, focal=700)

@@ -82,16 +82,17 @@ def test_real3d_shuffled_txt_labels_mark_the_moved_points(real3d_tiny):
 def test_real3d_row_count_mismatch_policy(real3d_tiny):
     gt = real3d_tiny.root / CAT / "gt" / "12_sink_cut.txt"
     gt.write_text("".join(gt.read_text().splitlines(keepends=True)[:-1]))
+    # default: the official protocol, the txt is the point set; the mismatch is recorded
+    for reader in (_reader(real3d_tiny), _reader(real3d_tiny, gt_mismatch="use_txt")):
+        sample = _load(reader, "test/12_sink_cut")
+        assert sample.num_points == 169
+        assert reader.problems == [
+            (gt, "gt must list the 170 points of 12_sink_cut.pcd, got 169 rows; using the txt points")
+        ]
     with pytest.raises(
         DatasetFormatError, match=r"12_sink_cut\.txt: gt must list the 170 points.*169 rows"
     ):
-        _load(_reader(real3d_tiny), "test/12_sink_cut")
-    reader = _reader(real3d_tiny, gt_mismatch="use_txt")
-    sample = _load(reader, "test/12_sink_cut")
-    assert sample.num_points == 169
-    assert reader.problems == [
-        (gt, "gt must list the 170 points of 12_sink_cut.pcd, got 169 rows; using the txt points")
-    ]
+        _load(_reader(real3d_tiny, gt_mismatch="error"), "test/12_sink_cut")
 
 
 def test_real3d_coordinate_mismatch_is_recorded_not_hidden(real3d_tiny):

@@ -92,7 +92,7 @@ def test_read_tiff_transposes_planar_and_rejects_non_xyz(tmp_path, grid):
 
 
 def test_load_npy_and_npz_variants(tmp_path, grid):
-    pts = np.array([[1, 2, 3], [0, 0, 0], [4, 5, 6]], np.float64)
+    pts = np.array([[1, 2, 3], [np.nan, 0, 0], [4, 5, 6]], np.float64)  # (0, 0, 0) would stay
     rgb = np.array([[255, 0, 0], [1, 2, 3], [0, 0, 255]], np.float64)
     np.save(tmp_path / "a.npy", pts)
     np.save(tmp_path / "b.npy", np.concatenate([pts, rgb], axis=1))

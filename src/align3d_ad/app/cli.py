@@ -12,21 +12,46 @@ from collections.abc import Sequence
 from ..errors import Align3DError
 from .commands import DISTRIBUTED_COMMANDS, handler
 from .parser import build_parser
+from .runlock import release_all
 
 log = logging.getLogger("align3d_ad")
 
 EXIT_USER_ERROR = 2
 
 
-def _setup_logging(quiet: bool) -> None:
-    from ..progress import set_quiet
+class TerminalFormatter(logging.Formatter):
+    """Information as plain sentences; problems and debug records say what they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"error: {text}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {text}"
+        if record.levelno < logging.INFO:
+            return f"debug {record.name}: {text}"
+        return text
+
+
+def _setup_logging(quiet: bool, verbose: bool = False) -> None:
+    """Log records on stderr, above the progress bars: warnings and up under ``--quiet``,
+    information by default, debug records too under ``--verbose``."""
+    from ..progress import TerminalHandler, set_quiet
 
     set_quiet(quiet)
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(message)s"))
+    stream = TerminalHandler(sys.stderr, verbose=verbose and not quiet)
+    stream.setFormatter(TerminalFormatter("%(message)s"))
     log.handlers[:] = [stream]
-    log.setLevel(logging.INFO)
-    stream.setLevel(logging.WARNING if quiet else logging.INFO)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    log.setLevel(min(level, logging.INFO))  # run.log (INFO and up) sees every run's information
+    stream.setLevel(level)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, below any progress bar still drawn (never inside it)."""
+    from ..progress import write_line
+
+    write_line(line, sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,18 +70,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if distributed.active():
             prefix += f" [rank {distributed.rank()}]"
         # under torchrun only rank 0 shows progress and information; every rank shows problems
-        _setup_logging(args.quiet or not distributed.is_main())
+        _setup_logging(args.quiet or not distributed.is_main(), getattr(args, "verbose", False))
         return int(handler(args.command)(args) or 0)
     except Align3DError as err:
-        print(f"{prefix}: error: {err}", file=sys.stderr)
+        _say(f"{prefix}: error: {err}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
+        _say(f"{prefix}: interrupted")
         return 130
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
-        print(f"{prefix}: error: {err}", file=sys.stderr)
+        _say(f"{prefix}: error: {err}")
         return EXIT_USER_ERROR
     finally:
+        release_all()  # the run folder's lock (docs/runs.md)
         distributed.teardown()
 
 

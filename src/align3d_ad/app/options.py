@@ -10,10 +10,21 @@ from ..errors import DatasetFormatError
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--seed`` and ``--quiet`` (every command)."""
+    """``--device``, ``--seed``, and ``--quiet`` or ``--verbose`` (every command)."""
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: from config, 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true",
+                      help="no progress bars or information: only problems and the final paths")
+    talk.add_argument("--verbose", action="store_true",
+                      help="debug messages too (exact values, internal details)")
+
+
+def add_deterministic(parser: argparse.ArgumentParser) -> None:
+    """``--deterministic`` (train, test, predict, reproduce)."""
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic algorithms only: bitwise-repeatable CUDA runs, a little "
+                        "slower (see device.set_deterministic)")  # fmt: skip
 
 
 def add_config(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -42,6 +53,8 @@ def config_from_args(args: argparse.Namespace, path: Path | None = None) -> Conf
     """The config of a command: file (or defaults) + ``--set`` + the common flags."""
     overrides = list(getattr(args, "overrides", []) or [])
     overrides.append(f"device={args.device}")
+    if getattr(args, "deterministic", False):
+        overrides.append("deterministic=true")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if getattr(args, "cache_dir", None) is not None:

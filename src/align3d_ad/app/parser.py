@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_backbone, add_common, add_config
+from .options import add_backbone, add_common, add_config, add_deterministic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
     add_backbone(p)
     add_common(p)
+    add_deterministic(p)
 
     p = sub.add_parser("test", help="score a dataset with a trained checkpoint and compute metrics")
     p.add_argument("--checkpoint", type=Path, required=True, help="run folder written by train")
@@ -63,16 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--categories", nargs="+", default=None)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--skip-unlabelled", action="store_true",
+                   help="skip (and count in the metrics) samples without ground truth instead of "
+                   "stopping (eval.on_missing_gt=skip)")
     add_config(p)
     add_backbone(p)
     add_common(p)
+    add_deterministic(p)
 
     p = sub.add_parser("predict", help="per-point scores for any point-cloud files or folders")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("inputs", nargs="+", type=Path, metavar="FILE_OR_DIR")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--glob", action="append", metavar="PATTERN",
+                   help="in folders, score only files matching PATTERN (e.g. '*.tiff', "
+                   "'xyz/*.tiff'; repeatable); without it, files that are not clouds are skipped")
+    p.add_argument("--keep-going", action="store_true",
+                   help="record bad clouds in object_scores.csv and go on (exit status 1)")
     add_backbone(p)
     add_common(p)
+    add_deterministic(p)
 
     p = sub.add_parser("reproduce", help="run one published row (training included)")
     add_config(p, required=True)
@@ -82,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     add_backbone(p)
     add_common(p)
+    add_deterministic(p)
 
     p = sub.add_parser("info", help="versions, device, backbones and whether their weights are here")
     p.add_argument("--json", action="store_true")

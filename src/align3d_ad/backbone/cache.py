@@ -4,11 +4,17 @@ The image encoder is frozen, so its outputs for one (sample, view set, renderer,
 change: they are computed once and both training stages read them back.
 
 Layout: ``<root>/<key[:2]>/<key>/<name>.npy`` (one array per name) plus ``manifest.json`` with each
-array's shape, dtype and file size. An entry is written into a temporary folder beside its final
-place and renamed into place in one step, the manifest last, so readers never see half an entry
-and two processes that extract the same entry at once both end up reading one complete copy. On
-read the manifest is checked against the files; a truncated or corrupt entry is recomputed, never
+array's shape, dtype, file size and CRC-32 of the file's bytes. An entry is written into a
+temporary folder beside its final place and renamed into place in one step, the manifest last, so
+readers never see half an entry and two processes that extract the same entry at once both end up
+reading one complete copy. On read the manifest is checked against the files, checksums included;
+a truncated or corrupt entry (even one of the right size) is recomputed with a warning, never
 trusted.
+
+The checksum guards against accidental damage (disk, copies, edits), not against someone who can
+write the cache (they can rewrite the manifest too), so CRC-32 is used: it reads at several GB/s,
+where a cryptographic hash would cost about as much as the read it checks
+(``benchmarks/README.md``, "Cache checksum").
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,11 +42,24 @@ from ..errors import ConfigError
 logger = logging.getLogger(__name__)
 
 #: Version of the on-disk layout; part of every key, so a layout change never reads old entries.
-CACHE_FORMAT = 1
+#: 2: each manifest entry holds the CRC-32 of its file.
+CACHE_FORMAT = 2
 #: Storage dtype of floating-point arrays (features are unit vectors: fp16 keeps ~3 digits).
 STORE_FLOAT_DTYPE = np.float16
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def file_crc32(path: str | Path) -> str:
+    """CRC-32 of a file's bytes as 8 hex digits (the checksum stored with every cache entry).
+
+    Read through a memory map: no copy, and the pages are then warm for the array's own map.
+    """
+    with Path(path).open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return f"{zlib.crc32(b''):08x}"
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return f"{zlib.crc32(mapped):08x}"
 
 
 def _canonical(value: Any) -> Any:
@@ -82,12 +103,14 @@ class FeatureCache:
     Attributes:
         hits: Calls answered from disk.
         misses: Calls that computed (including recomputed broken entries).
+        broken: Entries found broken (truncated, checksum mismatch, bad manifest) and recomputed.
     """
 
     def __init__(self, root: str | Path | None) -> None:
         self.root = None if root is None else Path(root)
         self.hits = 0
         self.misses = 0
+        self.broken = 0
 
     @property
     def enabled(self) -> bool:
@@ -99,7 +122,8 @@ class FeatureCache:
 
         Pass everything that changes the features: sample content hash, view preset rotations,
         image size, splat settings, render mode (geometry | colour), and the backbone's
-        ``key_parts()`` (name, weights fingerprint, layers, vv_start, precision).
+        ``key_parts()`` (name, weights fingerprint, layers, vv_start, precision, fp32 matmul mode,
+        device type).
         """
         payload = {"cache_format": CACHE_FORMAT, **_canonical(parts)}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -138,6 +162,8 @@ class FeatureCache:
             self.hits += 1
             return found
         self.misses += 1
+        if folder.exists():
+            self.broken += 1
         arrays = {k: _to_numpy(v) for k, v in self._checked(compute()).items()}
         self._write(folder, arrays)
         found = self._read(folder)
@@ -154,10 +180,15 @@ class FeatureCache:
             raise ConfigError(f"cache array names must match {_NAME.pattern}, got {bad}")
         return arrays
 
-    def _read(self, folder: Path) -> dict[str, np.ndarray] | None:
-        """The entry's arrays if it is complete and consistent with its manifest, else None."""
+    def _read(self, folder: Path, *, warn: bool = True) -> dict[str, np.ndarray] | None:
+        """The entry's arrays if it is complete and matches its manifest and checksums, else None.
+
+        A broken entry is logged as a warning naming it (unless ``warn`` is False).
+        """
         manifest_path = folder / MANIFEST
         if not manifest_path.is_file():
+            if warn and folder.exists():
+                logger.warning("feature cache entry %s has no %s; recomputing", folder, MANIFEST)
             return None
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -166,13 +197,19 @@ class FeatureCache:
                 path = folder / f"{name}.npy"
                 if path.stat().st_size != info["bytes"]:
                     raise ValueError(f"{path.name} has {path.stat().st_size} bytes, not {info['bytes']}")
+                crc, stored = file_crc32(path), info["crc32"]
+                if crc != stored:
+                    raise ValueError(
+                        f"{path.name} does not match its checksum (crc32 {crc}, stored {stored})"
+                    )
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
                 if list(array.shape) != info["shape"] or str(array.dtype) != info["dtype"]:
                     raise ValueError(f"{path.name} is {array.shape} {array.dtype}, not {info}")
                 out[name] = array
             return out
         except (OSError, ValueError, KeyError, TypeError) as err:
-            logger.warning("feature cache entry %s is broken (%s); recomputing", folder, err)
+            if warn:
+                logger.warning("feature cache entry %s is broken (%s); recomputing", folder, err)
             return None
 
     def _write(self, folder: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -189,6 +226,7 @@ class FeatureCache:
                     "shape": list(array.shape),
                     "dtype": str(array.dtype),
                     "bytes": path.stat().st_size,
+                    "crc32": file_crc32(path),
                 }
             atomic_write_text(tmp / MANIFEST, json.dumps({"arrays": info}, indent=1))
             self._install(tmp, folder)
@@ -202,7 +240,7 @@ class FeatureCache:
             os.rename(tmp, folder)
             return
         except OSError:
-            if self._read(folder) is not None:  # another process finished the same entry first
+            if self._read(folder, warn=False) is not None:  # another process finished it first
                 return
         trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
         with contextlib.suppress(OSError):  # someone else may have moved it already
@@ -221,4 +259,4 @@ class FeatureCache:
         return f"FeatureCache(root={self.root}, hits={self.hits}, misses={self.misses})"
 
 
-__all__ = ["CACHE_FORMAT", "STORE_FLOAT_DTYPE", "FeatureCache"]
+__all__ = ["CACHE_FORMAT", "STORE_FLOAT_DTYPE", "FeatureCache", "file_crc32"]

@@ -1,9 +1,10 @@
 """Render -> encode -> cache: the image features of every view of a sample, computed once.
 
 The image encoder is frozen (METHOD.md §3), so the features of (sample, views, image size, splat
-settings, render mode, backbone, weights, layers, V-V start, precision) never change: they are
-computed once, stored in the :class:`~align3d_ad.backbone.FeatureCache` (fp16) and read back by
-every later epoch, test and prediction.
+settings, render mode, backbone, weights, layers, V-V start, precision, float32 matmul mode, device
+type) never change: they are computed once, stored in the
+:class:`~align3d_ad.backbone.FeatureCache` (fp16) and read back by every later epoch, test and
+prediction.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The architecture comes from open_clip's model config (or the tiny model's), the weights from an
 open_clip tag, a local file, or a seeded random initialisation. The QuickGELU guard refuses OpenAI
 weights on a GELU architecture instead of warning: that combination runs, but every feature is off.
+Loading an fp32 backbone turns TF32 off process-wide (:func:`~.numerics.use_full_fp32`), so CUDA
+features match the CPU's instead of differing by ~1e-3; bf16 and fp16 leave the flags alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from open_clip.model import convert_weights_to_lp, get_cast_dtype
 
 from ..device import resolve_device
 from ..errors import ConfigError, WeightsNotFoundError
+from .numerics import matmul_mode, use_full_fp32
 from .registry import BackboneEntry, BackboneSpec, get_backbone_entry, resolve_vv_layers
 from .weights import (
     HOW_TO_PROVIDE,
@@ -93,13 +96,20 @@ class Backbone:
         return self.spec.precision
 
     def key_parts(self) -> dict[str, object]:
-        """Everything about the backbone that changes its image features (for cache keys)."""
+        """Everything about the backbone that changes its image features (for cache keys).
+
+        Besides the model and its weights: the precision, the float32 matmul / convolution mode in
+        force now (:func:`~.numerics.matmul_mode`: TF32 or full fp32) and the device type, so
+        features filled on one device or in one precision are never read for another.
+        """
         return {
             "backbone": self.name,
             "weights": self.fingerprint,
             "layers": list(self.layers),
             "vv_start": self.vv_start,
             "precision": self.precision,
+            "matmul": matmul_mode(),
+            "device_type": self.device.type,
             "image_size": self.image_size,
         }
 
@@ -179,6 +189,9 @@ def load_backbone(
         ConfigError: Unknown model or tag, bad vv_start/layers/precision, or OpenAI weights with a
             non-QuickGELU model name.
         CheckpointMismatchError: The weights do not fit the architecture.
+
+    An fp32 backbone sets full fp32 for float32 matmuls and cuDNN convolutions process-wide
+    (no TF32; :func:`~.numerics.use_full_fp32`).
     """
     spec = spec or BackboneSpec()
     entry = get_backbone_entry(spec.model_name)
@@ -188,6 +201,8 @@ def load_backbone(
     path, source = _resolve_weights(
         spec, entry, cache_dir=cache_dir, allow_download=allow_download
     )
+    if spec.precision == "fp32":
+        use_full_fp32()
     model = _build_random(entry, spec.precision, spec.seed)
     fingerprint = f"random-init:{entry.name}:seed{spec.seed}"
     if path is not None:

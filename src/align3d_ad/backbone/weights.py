@@ -5,6 +5,10 @@ network allows) or from a local file given with ``--weights PATH``. Without eith
 once with :class:`~align3d_ad.errors.WeightsNotFoundError`: the cache and ``HF_HUB_OFFLINE`` are
 checked before any download is tried, and a short connectivity probe replaces the hub client's
 retries, so an air-gapped machine never waits.
+
+Reading a weights file never runs code from it: safetensors are read by ``safetensors``, TorchScript
+archives (OpenAI's ``.pt`` files) only by ``torch.jit.load``, other zip archives only by
+``torch.load(weights_only=True)``; legacy (non-zip) pickles are refused.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import socket
 import threading
 import warnings
@@ -22,7 +27,6 @@ from urllib.parse import urlparse
 
 import torch
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-from open_clip.factory import load_state_dict as _open_clip_load_state_dict
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
 from ..errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
@@ -226,45 +230,109 @@ def file_sha256(path: str | Path, *, chunk: int = 16 * 1024 * 1024) -> str:
     return digest.hexdigest()
 
 
-def is_torchscript_archive(path: str | Path) -> bool:
-    """True for a TorchScript zip archive (OpenAI's original CLIP .pt files are these)."""
+def _zip_names(path: str | Path) -> list[str] | None:
+    """The entry names of a zip file, or None when ``path`` is not a readable zip."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+            return zf.namelist()
     except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """True for a TorchScript zip archive (OpenAI's original CLIP .pt files are these).
+
+    The layout torch's own reader expects: every entry under the first entry's top folder, which
+    holds ``data.pkl``, ``constants.pkl`` and ``code/``. Such a file is read only by
+    ``torch.jit.load``; anything else only by ``torch.load(weights_only=True)``.
+    """
+    names = _zip_names(path)
+    if not names or "/" not in names[0]:
         return False
-    return any("/code/" in n or n.startswith("code/") for n in names) and any(
-        n.endswith("constants.pkl") for n in names
-    )
+    prefix = names[0].split("/", 1)[0] + "/"
+    inner = {n[len(prefix):] for n in names if n.startswith(prefix)}
+    return {"data.pkl", "constants.pkl"} <= inner and any(n.startswith("code/") for n in inner)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """True when the file starts like safetensors: a little-endian u64 header length, then ``{``."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 0 < int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
+def _unpickling_reason(err: Exception) -> str:
+    """The line of torch's weights-only refusal that names what was refused."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (named or [type(err).__name__])[0][:200].rstrip(".")
+
+
+def _read_file(path: Path) -> object:
+    """The object a weights file holds, read without running code from it (see module doc)."""
+    if path.suffix == ".safetensors" or _is_safetensors(path):
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    if _zip_names(path) is None:
+        with path.open("rb") as fh:
+            pickled = fh.read(1) == b"\x80"  # the PROTO opcode of pickle protocols 2+
+        what = "a legacy (non-zip) pickle, which could run code when read" if pickled else (
+            "neither a zip archive, safetensors nor a pickle"
+        )
+        raise CheckpointMismatchError(
+            f"weights file {path} must be a torch.save zip archive, safetensors or a TorchScript "
+            f"archive, got {what}; re-save the state dict with torch.save or as safetensors"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit deprecation warnings
+        if is_torchscript_archive(path):
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise CheckpointMismatchError(
+                f"weights file {path} must hold only tensors and plain containers, got other "
+                f"Python objects ({_unpickling_reason(err)}); it is refused and nothing in it ran"
+            ) from err
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a weights file into a flat state dict on the CPU.
+    """Read a weights file into a flat state dict on the CPU, never running code from it.
 
-    Handles what open_clip's ``load_state_dict`` handles (safetensors, ``{"state_dict": ...}``
-    wrappers, ``module.`` prefixes, OpenAI TorchScript archives) and removes the non-weight keys of
-    TorchScript archives. Pickles are read with ``weights_only=True``; only TorchScript archives
-    (which hold no pickled Python code) take torch's archive loader.
+    Handles safetensors, ``torch.save`` zip archives (``{"state_dict": ...}`` wrappers and
+    ``module.`` prefixes too) and OpenAI TorchScript archives (read only by ``torch.jit.load``;
+    their non-weight keys are removed). Zip archives are unpickled with ``weights_only=True``;
+    legacy (non-zip) pickles are refused.
 
     Raises:
-        CheckpointMismatchError: The file is not a readable weights file.
+        CheckpointMismatchError: The file is not a readable weights file, holds Python objects
+            other than tensors and containers, or is a legacy pickle; one line naming the file.
     """
     path = Path(path)
-    torchscript = is_torchscript_archive(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns when load dispatches to jit.load
-            state = _open_clip_load_state_dict(str(path), device="cpu", weights_only=not torchscript)
+        state = _read_file(path)
+    except CheckpointMismatchError:
+        raise
     except Exception as err:
+        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else "no detail"
         raise CheckpointMismatchError(
             f"weights file {path} must be a state dict, safetensors or TorchScript archive, "
-            f"got an unreadable file ({type(err).__name__}: {err})"
+            f"got an unreadable file ({type(err).__name__}: {reason})"
         ) from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise CheckpointMismatchError(
             f"weights file {path} must hold a mapping of tensor names to tensors, "
             f"got {type(state).__name__}"
         )
+    if next(iter(state)).startswith("module."):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     for key in _NON_WEIGHT_KEYS:
         state.pop(key, None)
     return dict(state)

@@ -22,6 +22,13 @@ from ._ply import LABEL_THRESHOLD, encode_ply, parse_ply
 
 #: First 8 bytes of every PNG file (PNG spec, section 5.2); IHDR bit depth/colour type follow.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: First bytes of every ``.npy`` file (numpy's format spec); a pickle starts with 0x80 instead.
+NPY_MAGIC = b"\x93NUMPY"
+#: Why a ``.npy`` holding Python objects is refused (it is never unpickled).
+PICKLED_NPY = (
+    "holds pickled Python objects, not a numeric array, and is refused: unpickling a file can run "
+    "code. Save the points as numbers, e.g. np.save(path, points.astype(np.float32))"
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,6 +228,37 @@ def read_xyz_txt(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     return table[:, :3].astype(np.float32), labels
 
 
+def read_npy(path: str | Path) -> np.ndarray:
+    """Read a numeric ``.npy`` array; never unpickles.
+
+    Raises:
+        DatasetFormatError: Missing/empty/truncated file, no ``.npy`` header, or Python objects
+            (an object array or a plain pickle), which are refused, naming the file.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with path.open("rb") as fh:
+            if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                fh.seek(0)
+                if fh.read(1) == b"\x80":  # pickle protocol 2+ opcode
+                    raise DatasetFormatError(path, PICKLED_NPY)
+                raise DatasetFormatError(path, "is not a .npy file (it has no NUMPY header)")
+            fh.seek(0)
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0
+            if version != (1, 0):
+                read = np.lib.format.read_array_header_2_0  # 3.0 differs only in the encoding
+            if read(fh)[2].hasobject:
+                raise DatasetFormatError(path, PICKLED_NPY)
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+    except DatasetFormatError:
+        raise
+    except Exception as exc:  # ValueError, OSError, EOFError on bad or truncated files
+        raise DatasetFormatError(path, f"cannot read .npy ({exc})") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image with Pillow, keeping integer values exact.
 
@@ -266,6 +304,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 __all__ = [
     "read_image",
+    "read_npy",
     "read_pcd",
     "read_ply",
     "read_tiff_xyz",

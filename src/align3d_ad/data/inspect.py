@@ -35,9 +35,18 @@ class SplitStats:
     points_max: int | None = None
     points_total: int = 0
     anomalous_points: int = 0
+    view_sum: tuple[float, float, float] = (0.0, 0.0, 0.0)  #: sum of the camera directions
+    view_samples: int = 0  #: samples whose reader gave the camera's viewing direction
+    from_above: int = 0  #: ... of which the camera looks from above (along -z)
 
     def add(self, sample: PointCloudSample) -> None:
         """Count one loaded sample."""
+        direction = sample.meta.get("view_direction")
+        if direction is not None:  # Eyecandies: derived from pose.txt (the up axis, issue 17)
+            d = [float(v) for v in direction]
+            self.view_sum = tuple(a + b for a, b in zip(self.view_sum, d))  # type: ignore[assignment]
+            self.view_samples += 1
+            self.from_above += int(d[2] < 0)
         self.samples += 1
         if sample.label is None:
             self.unlabelled += 1
@@ -69,6 +78,17 @@ class SplitStats:
             "grid_sizes": dict(sorted(self.grid_sizes.items())),
             "points": {"min": self.points_min, "max": self.points_max, "mean": mean},
             "anomalous_points": self.anomalous_points,
+            **({"view_direction": self.view_direction()} if self.view_samples else {}),
+        }
+
+    def view_direction(self) -> dict:
+        """The camera's mean viewing direction (unit) and how many samples it sees from above
+        (along -z, as the ``eyecandies`` views assume) or below."""
+        norm = sum(v * v for v in self.view_sum) ** 0.5 or 1.0
+        return {
+            "mean": [round(v / norm, 4) for v in self.view_sum],
+            "from_above": self.from_above,
+            "from_below": self.view_samples - self.from_above,
         }
 
 
@@ -124,12 +144,31 @@ class DatasetReport:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = [f"{self.dataset} at {self.root}"]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines += self._view_lines()
         lines.append(f"problems: {len(self.problems)}, skipped: {self.skipped}")
         for path, text in self.problems[:MAX_TEXT_PROBLEMS]:
             lines.append(f"  {path}: {text}")
         if len(self.problems) > MAX_TEXT_PROBLEMS:
             lines.append(f"  ... and {len(self.problems) - MAX_TEXT_PROBLEMS} more (see --json)")
         return "\n".join(lines)
+
+    def _view_lines(self) -> list[str]:
+        """Per category, where its camera looks (readers that know it: Eyecandies)."""
+        lines = []
+        for cat, splits in self.categories.items():
+            total = SplitStats()
+            for stats in splits.values():
+                total.view_sum = tuple(a + b for a, b in zip(total.view_sum, stats.view_sum))  # type: ignore[assignment]
+                total.view_samples += stats.view_samples
+                total.from_above += stats.from_above
+            if total.view_samples:
+                view = total.view_direction()
+                mean = ", ".join(f"{v:+.2f}" for v in view["mean"])
+                lines.append(
+                    f"{cat}: camera looks along ({mean}) on average; from above (z up) in "
+                    f"{view['from_above']}/{total.view_samples} samples"
+                )
+        return lines
 
 
 def inspect_dataset(
@@ -151,6 +190,9 @@ def inspect_dataset(
 
     Returns:
         The report; it never raises for a sample that fails to load.
+
+    Raises:
+        DatasetFormatError: ``root`` does not have the reader's layout (no sample found).
     """
     return inspect_reader(
         get_dataset(name, root, **options), categories=categories, on_sample=on_sample
@@ -163,7 +205,12 @@ def inspect_reader(
     categories: Sequence[str] | None = None,
     on_sample: Callable[[SampleRef], None] | None = None,
 ) -> DatasetReport:
-    """:func:`inspect_dataset` for an already built reader."""
+    """:func:`inspect_dataset` for an already built reader.
+
+    Raises:
+        DatasetFormatError: the folder does not have the reader's layout (no sample found).
+    """
+    reader.check_layout()
     report = DatasetReport(dataset=reader.name, root=reader.root)
     failed: list[tuple[Path, str]] = []
     for cat in reader.categories() if categories is None else list(categories):

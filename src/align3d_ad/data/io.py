@@ -8,8 +8,11 @@ naming the file and the problem.
 
 Conventions of :func:`load_point_cloud`:
 
-* Invalid points (NaN/inf or the all-zero "missing" marker) are dropped; their count is stored in
-  ``sample.meta["num_dropped"]``.
+* Invalid points are dropped: NaN/inf rows always, all-zero rows only in organised sources (the
+  grid's "missing" marker; (0, 0, 0) is a real point of an unorganised cloud). Their count is
+  stored in ``sample.meta["num_dropped"]``.
+* ``source_rows``/``source_index`` record the file's row count and the row of every kept point,
+  so :meth:`~PointCloudSample.to_rows` gives one value per row of the file (NaN where dropped).
 * Organised sources (TIFF, (H, W, 3) arrays, PCD with HEIGHT > 1) keep ``grid_shape`` and
   ``grid_index`` (row-major, ``row * W + col``), so scores can be scattered back onto the grid.
 * Colours become float32 in [0, 1]: uint8/0..255 values are divided by 255, uint16 by 65535.
@@ -28,7 +31,7 @@ import numpy as np
 from ..errors import DatasetFormatError, ShapeError
 from ._pcd import parse_pcd
 from ._ply import LABEL_THRESHOLD, normalise_colors, split_fields
-from .formats import _check_file, _read_bytes, read_ply, read_tiff_xyz, read_xyz_txt
+from .formats import _check_file, _read_bytes, read_npy, read_ply, read_tiff_xyz, read_xyz_txt
 from .sample import PointCloudSample, valid_point_mask
 
 logger = logging.getLogger(__name__)
@@ -45,7 +48,7 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
     ".txt",
 )
 #: Geometry keys that come from the file and cannot be passed through ``**fields``.
-_FILE_KEYS = ("points", "grid_shape", "grid_index")
+_FILE_KEYS = ("points", "grid_shape", "grid_index", "source_rows", "source_index")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,6 +79,8 @@ def _build_sample(
 ) -> PointCloudSample:
     """Drop invalid rows of (M, 3) ``xyz`` and everything aligned with it, then build the sample.
 
+    All-zero rows count as invalid only when ``grid_shape`` is given (organised sources).
+
     ``colors``/``labels``/``extra`` have M rows; ``fields["colors"]``/``fields["point_labels"]``,
     when given, override them and must also have M rows (or the grid's (H, W, ...) shape).
     """
@@ -83,7 +88,8 @@ def _build_sample(
     if bad:
         raise TypeError(f"load_point_cloud takes {', '.join(bad)} from the file, not from **fields")
     m = xyz.shape[0]
-    keep = valid_point_mask(xyz)
+    keep = valid_point_mask(xyz, zero_is_missing=grid_shape is not None)
+    rows = np.flatnonzero(keep)
     per_point = {"colors": colors, "point_labels": labels}
     for key in per_point:
         given = fields.pop(key, None)
@@ -98,12 +104,14 @@ def _build_sample(
     fields.setdefault("source", path)
     grid = {}
     if grid_shape is not None:
-        grid = {"grid_shape": grid_shape, "grid_index": np.flatnonzero(keep)}
+        grid = {"grid_shape": grid_shape, "grid_index": rows}
     return PointCloudSample(
-        xyz[keep],
-        colors=None if per_point["colors"] is None else per_point["colors"][keep],
-        point_labels=None if per_point["point_labels"] is None else per_point["point_labels"][keep],
+        xyz[rows],
+        colors=None if per_point["colors"] is None else per_point["colors"][rows],
+        point_labels=None if per_point["point_labels"] is None else per_point["point_labels"][rows],
         meta=meta,
+        source_rows=m,
+        source_index=rows,
         **grid,
         **fields,
     )
@@ -119,10 +127,7 @@ def _xyz_from_fields(fields: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _load_npy(path: Path, fields: dict) -> PointCloudSample:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as exc:  # ValueError, OSError, EOFError on bad or truncated files
-        raise DatasetFormatError(path, f"cannot read .npy ({exc})") from exc
+    array = read_npy(path)  # never unpickles: Python objects are refused, naming the file
     if array.dtype.kind not in "iuf":
         raise DatasetFormatError(path, f".npy must hold numbers, got dtype {array.dtype}")
     if array.ndim == 3 and (array.shape[2] == 3 or array.shape[2] >= 6):
@@ -222,7 +227,8 @@ def load_point_cloud(path: str | Path, **fields) -> PointCloudSample:
     """Load any supported point-cloud file as a :class:`PointCloudSample`.
 
     Dispatches on the (case-insensitive) suffix, see :data:`SUPPORTED_SUFFIXES` and the module
-    docstring for the conventions (invalid points dropped, grids kept, colours in [0, 1]).
+    docstring for the conventions (invalid points dropped, source rows and grids remembered,
+    colours in [0, 1]).
 
     Args:
         path: The file.
@@ -232,7 +238,8 @@ def load_point_cloud(path: str | Path, **fields) -> PointCloudSample:
             or grid cell of the file (e.g. an (H, W, 3) RGB image and an (H, W) mask for a TIFF).
 
     Returns:
-        The sample; ``meta["num_dropped"]`` counts dropped invalid points and
+        The sample; ``meta["num_dropped"]`` counts dropped invalid points,
+        ``source_rows``/``source_index`` map its points to the file's rows and
         ``meta["fields"]`` holds other per-point PLY/PCD fields.
 
     Raises:
@@ -241,9 +248,13 @@ def load_point_cloud(path: str | Path, **fields) -> PointCloudSample:
     Examples:
         >>> import tempfile, numpy as np
         >>> path = Path(tempfile.mkdtemp()) / "cloud.npy"
-        >>> np.save(path, np.array([[0, 0, 0], [1, 2, 3]], dtype=np.float32))
-        >>> load_point_cloud(path, category="demo").points
-        array([[1., 2., 3.]], dtype=float32)
+        >>> np.save(path, np.array([[0, 0, 0], [np.nan, 0, 1], [1, 2, 3]], dtype=np.float32))
+        >>> sample = load_point_cloud(path, category="demo")
+        >>> sample.points
+        array([[0., 0., 0.],
+               [1., 2., 3.]], dtype=float32)
+        >>> sample.to_rows(sample.points[:, 2])
+        array([ 0., nan,  3.], dtype=float32)
     """
     path = Path(path)
     suffix = path.suffix.lower()

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ..config import DataConfig
+from ..config import MIN_CLOUD_POINTS, DataConfig
 from ..errors import DatasetFormatError
 from .preprocess import keep_largest_cluster, remove_background_plane
 from .sample import PointCloudSample
@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 #: A background cut must leave at least this many points, else the sample is kept whole.
 MIN_FOREGROUND_POINTS = 32
+#: Fewer float32 steps than this across a cloud (its coordinates are large for its size): warn
+#: that the stored points are rounded (a float32 cloud at 1e4 m keeps 1 mm steps).
+MIN_FLOAT32_STEPS = 2**12
 
 
 @dataclass
@@ -106,11 +109,59 @@ def _remove_background(sample: PointCloudSample, config: DataConfig, seed: int) 
     return out
 
 
+def _where(sample: PointCloudSample) -> str:
+    """The file of ``sample``, else its ``category/sample_id``, for messages."""
+    if sample.source is not None:
+        return str(sample.source)
+    return "/".join(p for p in (sample.category, sample.sample_id) if p) or "<point cloud>"
+
+
+def _check_renderable(sample: PointCloudSample, where: str) -> None:
+    """Refuse a cloud that would get one constant score: too few points or no extent.
+
+    Also warns when float32 resolves the cloud coarsely (coordinates far from the origin for its
+    size): the rounding happened when the cloud was stored, so the scores depend on the offset.
+    """
+    n = sample.num_points
+    if n < MIN_CLOUD_POINTS:
+        raise DatasetFormatError(
+            where, f"has {n} valid point{'s' * (n != 1)}; at least {MIN_CLOUD_POINTS} are needed to "
+            "score a cloud (fewer render as a few splats and every point gets the same score)",
+        )  # fmt: skip
+    pts = sample.points.astype(np.float64)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    extent = float((hi - lo).max())
+    if extent == 0:
+        raise DatasetFormatError(
+            where, f"all {n} points are the same point ({', '.join(f'{v:.6g}' for v in lo)}); "
+            "a cloud with no extent cannot be rendered or scored",
+        )  # fmt: skip
+    step = float(np.spacing(np.float32(np.abs(pts).max())))
+    if extent / step < MIN_FLOAT32_STEPS:
+        logger.warning(
+            "%s: coordinates reach %.3g but the cloud spans only %.3g, so float32 points keep "
+            "%d steps across it and its shape is rounded; centre the cloud before saving it "
+            "(scores then do not depend on the offset)",
+            where, float(np.abs(pts).max()), extent, int(extent / step),
+        )  # fmt: skip
+
+
 def prepare_sample(sample: PointCloudSample, config: DataConfig, *, seed: int = 0) -> PreparedSample:
-    """Remove the background of organised scans and subsample big clouds, as ``config`` says."""
+    """Remove the background of organised scans and subsample big clouds, as ``config`` says.
+
+    Raises:
+        DatasetFormatError: naming the sample's file, when it has NaN/inf points, fewer than
+            :data:`~align3d_ad.config.MIN_CLOUD_POINTS` points, or all its points coincide.
+    """
+    where = _where(sample)
     if sample.num_points == 0:
-        where = sample.source or sample.sample_id or "<sample>"
         raise DatasetFormatError(where, "point cloud has no valid points")
+    bad = int((~np.isfinite(sample.points).all(axis=1)).sum())
+    if bad:
+        raise DatasetFormatError(
+            where, f"{bad} of {sample.num_points} points are NaN or inf; drop them first "
+            "(load_point_cloud and PointCloudSample.from_points do)",
+        )  # fmt: skip
     foreground = np.arange(sample.num_points, dtype=np.int64)
     work = sample
     if sample.is_organised and (config.remove_background or config.keep_largest_cluster):
@@ -122,6 +173,7 @@ def prepare_sample(sample: PointCloudSample, config: DataConfig, *, seed: int = 
         rng = np.random.default_rng([seed, work.num_points])
         rendered = np.sort(rng.choice(work.num_points, size=config.max_points, replace=False))
         work = _take(work, rendered)
+    _check_renderable(work, where)
     return PreparedSample(work, sample, foreground, rendered)
 
 
@@ -132,4 +184,5 @@ def _take(sample: PointCloudSample, rows: np.ndarray) -> PointCloudSample:
     return dataclasses.replace(
         sample, points=sample.points[rows], colors=pick(sample.colors),
         point_labels=pick(sample.point_labels), grid_index=pick(sample.grid_index),
+        source_index=pick(sample.source_index),
     )  # fmt: skip

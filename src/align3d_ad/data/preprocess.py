@@ -55,6 +55,7 @@ def _subset(sample: PointCloudSample, keep: np.ndarray, **meta) -> PointCloudSam
         colors=pick(sample.colors),
         point_labels=pick(sample.point_labels),
         grid_index=pick(sample.grid_index),
+        source_index=pick(sample.source_index),
         meta={**sample.meta, **meta},
     )
 

@@ -12,11 +12,18 @@ from .._checks import check_shape
 from ..errors import ShapeError
 
 
-def valid_point_mask(xyz: np.ndarray) -> np.ndarray:
-    """Rows of ``xyz`` (..., 3) that are real points: finite and not the all-zero "missing" marker."""
+def valid_point_mask(xyz: np.ndarray, *, zero_is_missing: bool = True) -> np.ndarray:
+    """Rows of ``xyz`` (..., 3) that are real points: finite and, in grids, not all zero.
+
+    Args:
+        xyz: (..., 3) coordinates.
+        zero_is_missing: True for organised grids, where an all-zero cell marks a missing point
+            (MVTec 3D-AD); False for unorganised clouds, where (0, 0, 0) is a real point.
+    """
     finite = np.isfinite(xyz).all(axis=-1)
-    nonzero = (xyz != 0).any(axis=-1)
-    return finite & nonzero
+    if not zero_is_missing:
+        return finite
+    return finite & (xyz != 0).any(axis=-1)
 
 
 @dataclass
@@ -24,8 +31,9 @@ class PointCloudSample:
     """One point cloud, optionally with colours, labels and its organised grid.
 
     Attributes:
-        points: float32 (N, 3) coordinates; never contains NaN, inf or the all-zero missing marker
-            when built with :meth:`from_grid` or :meth:`from_points`.
+        points: float32 (N, 3) coordinates; never contains NaN or inf when built with
+            :meth:`from_grid` or :meth:`from_points` (nor, from a grid, the all-zero missing
+            marker).
         colors: float32 (N, 3) in [0, 1], or None.
         point_labels: bool (N,), True for anomalous points, or None when unknown.
         label: 1 anomalous, 0 normal, None unknown.
@@ -35,6 +43,10 @@ class PointCloudSample:
         grid_shape: (H, W) of the organised grid the points came from, or None.
         grid_index: int64 (N,) flat index ``row * W + col`` of every point in that grid, or None.
         source: The file the sample was read from, or None.
+        source_rows: How many points (rows, or grid cells) the source held, invalid ones
+            included, or None when unknown.
+        source_index: int64 (N,) the source row of every point (for grids: ``grid_index``), or
+            None; with ``source_rows``, :meth:`to_rows` maps values back to the source.
     """
 
     points: np.ndarray
@@ -48,6 +60,8 @@ class PointCloudSample:
     grid_index: np.ndarray | None = None
     source: Path | None = None
     meta: dict = field(default_factory=dict)
+    source_rows: int | None = None
+    source_index: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.points = np.ascontiguousarray(self.points, dtype=np.float32)
@@ -73,6 +87,15 @@ class PointCloudSample:
                 raise ShapeError(f"grid_index must lie in [0, {cells}), got values outside")
         if self.source is not None:
             self.source = Path(self.source)
+        if (self.source_rows is None) != (self.source_index is None):
+            raise ShapeError("source_rows and source_index must be given together")
+        if self.source_index is not None:
+            self.source_rows = int(self.source_rows)
+            self.source_index = np.ascontiguousarray(self.source_index, dtype=np.int64)
+            check_shape(self.source_index, f"{n}", name="source_index")
+            rows = self.source_rows
+            if n and (self.source_index.min() < 0 or self.source_index.max() >= rows):
+                raise ShapeError(f"source_index must lie in [0, {rows}), got values outside")
 
     @property
     def num_points(self) -> int:
@@ -112,14 +135,23 @@ class PointCloudSample:
         if mask is not None:
             check_shape(mask, f"{h} {w}", name="mask")
             labels = mask.reshape(-1)[index] > 0
-        return cls(pts, colors=cols, point_labels=labels, grid_shape=(h, w), grid_index=index, **fields)
+        fields.setdefault("source_rows", h * w)
+        fields.setdefault("source_index", index)
+        return cls(
+            pts, colors=cols, point_labels=labels, grid_shape=(h, w), grid_index=index, **fields
+        )
 
     @classmethod
     def from_points(cls, points: np.ndarray, **fields) -> PointCloudSample:
-        """Build a sample from an unorganised (N, 3) array, dropping NaN/inf/all-zero rows."""
+        """Build a sample from an unorganised (N, 3) array, dropping NaN/inf rows.
+
+        (0, 0, 0) is a real point here; ``source_index`` records the row of every kept point.
+        """
         points = np.asarray(points)
-        check_shape(points, "N 3", name="points")
-        keep = valid_point_mask(points)
+        m = check_shape(points, "N 3", name="points")["N"]
+        keep = valid_point_mask(points, zero_is_missing=False)
+        fields.setdefault("source_rows", m)
+        fields.setdefault("source_index", np.flatnonzero(keep))
         if keep.all():
             return cls(points, **fields)
         for key in ("colors", "point_labels"):
@@ -138,6 +170,22 @@ class PointCloudSample:
         out = np.full((h * w, *values.shape[1:]), fill, dtype=values.dtype)
         out[self.grid_index] = values
         return out.reshape(h, w, *values.shape[1:])
+
+    def to_rows(self, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        """Scatter per-point ``values`` (N, ...) back onto the source's rows (source_rows, ...).
+
+        Rows the sample dropped (NaN/inf, missing grid cells) get ``fill``; for organised sources
+        the rows are the grid cells in row-major order (``.reshape(*grid_shape)`` gives the grid).
+        """
+        if self.source_rows is None or self.source_index is None:
+            raise ValueError(f"sample {self.sample_id!r} does not know the rows of its source")
+        values = np.asarray(values)
+        if values.shape[0] != self.num_points:
+            raise ShapeError(f"values must have {self.num_points} rows, got {values.shape[0]}")
+        dtype = np.result_type(values.dtype, np.min_scalar_type(fill))
+        out = np.full((self.source_rows, *values.shape[1:]), fill, dtype=dtype)
+        out[self.source_index] = values
+        return out
 
     def content_hash(self) -> str:
         """Hash of the geometry and colours (the feature cache key of this sample)."""

@@ -1,20 +1,26 @@
 """Score the categories of a dataset with a detector and compute their metrics.
 
 The Python API behind ``align3d-ad test``; samples are streamed (read, scored, reduced to their
-scores) so a whole dataset is never held in memory.
+scores) so a whole dataset is never held in memory. Everything that can be checked without scoring
+is checked first (:func:`plan_evaluation`): the layout, every category's sample list, the ground
+truth of every sample and the headers of every file, so a bad file in the last category stops the
+run before the first sample is scored. A category that still fails while being scored raises
+:class:`IncompleteEvaluationError`, which carries the metrics of the categories finished before it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import distributed
 from ..config import EvalConfig
-from ..data import PointCloudSample, SampleRef, get_dataset
-from ..errors import ConfigError
+from ..data import DatasetReader, PointCloudSample, SampleRef, get_dataset
+from ..errors import Align3DError, ConfigError, DatasetFormatError
 from ..progress import progress
 from .scores import CategoryScores, SampleScores
 
@@ -22,9 +28,134 @@ logger = logging.getLogger(__name__)
 
 #: Samples read and scored together.
 TEST_BATCH = 4
+#: How to leave samples without ground truth out, in the error that stops a test on one.
+SKIP_HINT = "pass --skip-unlabelled (eval.on_missing_gt=skip) to skip and count such samples"
 
 Scores = dict[str, dict[str, float]]
 OnPrediction = Callable[[PointCloudSample, Any], None]
+
+
+class EvaluationResults(dict):
+    """``{category: scores}`` as :func:`evaluate_dataset` returns them, plus what was left out.
+
+    Attributes:
+        skipped: ``{category: [sample_id, ...]}`` of the samples skipped for want of ground truth
+            (only with ``eval.on_missing_gt=skip``).
+    """
+
+    def __init__(self, *args: Any, skipped: dict[str, list[str]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.skipped: dict[str, list[str]] = dict(skipped or {})
+
+
+class IncompleteEvaluationError(Align3DError):
+    """A category failed while being scored, after the categories in ``results`` were finished.
+
+    Attributes:
+        category: The category that failed.
+        cause: Its error, in one line.
+        results: The metrics of the categories finished before it.
+    """
+
+    def __init__(self, category: str, cause: str, results: EvaluationResults) -> None:
+        self.category = category
+        self.cause = cause
+        self.results = results
+        super().__init__(f"category {category} failed: {cause}")
+
+
+@dataclass
+class EvaluationPlan:
+    """What :func:`evaluate_dataset` will score, checked before anything is scored."""
+
+    reader: DatasetReader
+    split: str
+    refs: dict[str, list[SampleRef]] = field(default_factory=dict)  #: per category, in order
+    skipped: dict[str, list[str]] = field(default_factory=dict)  #: sample ids without gt
+
+
+def plan_evaluation(
+    dataset: str,
+    root: str | Path,
+    *,
+    categories: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    eval_config: EvalConfig | None = None,
+    select: Callable[[list[SampleRef]], list[SampleRef]] | None = None,
+    check_files: bool = True,
+) -> EvaluationPlan:
+    """Check a test run up front and return the samples it will score.
+
+    Checks, in order: the reader options and the folder layout; the categories; that every
+    category has samples of the labelled split; that every sample has ground truth (or, with
+    ``eval.on_missing_gt=skip``, skips and counts it); with ``check_files``, the headers of every
+    file to be read (missing, empty or truncated files).
+
+    Raises:
+        ConfigError: unknown categories or reader options.
+        DatasetFormatError: wrong layout, a category without samples, a sample without ground truth
+            (naming the missing file), a truncated file (naming it).
+    """
+    cfg = eval_config or EvalConfig()
+    reader = get_dataset(dataset, root, **cfg.reader_options)
+    reader.check_layout()
+    available = reader.categories()
+    names = list(categories) if categories else [c for c in available if c not in set(exclude)]
+    unknown = [c for c in names if c not in available]
+    if unknown:
+        raise ConfigError(
+            f"categories must be among those of {dataset} at {root} ({', '.join(available)}), "
+            f"got {', '.join(unknown)}"
+        )
+    if not names:
+        raise ConfigError(f"no categories left to test in {root} after excluding {list(exclude)}")
+    split = cfg.split or reader.labelled_split
+    plan = EvaluationPlan(reader, split)
+    empty = []
+    for category in names:
+        if split not in reader.splits(category):
+            empty.append(f"{category} (no {split} split)")
+            continue
+        refs = reader.refs(category, split)
+        refs = select(refs) if select is not None else refs
+        keep = [ref for ref in refs if not _left_out(reader, ref, cfg.on_missing_gt, plan)]
+        if not keep:
+            skipped = len(plan.skipped.get(category, []))
+            note = f" ({skipped} skipped without ground truth)" if skipped else ""
+            empty.append(category + note)
+        plan.refs[category] = keep
+    if empty:
+        raise DatasetFormatError(
+            reader.root,
+            f"every category tested must hold {split} samples to score, got none in "
+            f"{', '.join(empty)}",
+        )
+    if check_files:
+        _check_files(plan)
+    return plan
+
+
+def _left_out(reader: DatasetReader, ref: SampleRef, policy: str, plan: EvaluationPlan) -> bool:
+    """Whether ``ref`` lacks ground truth and is skipped; raise when the policy says error."""
+    missing = reader.missing_labels(ref)
+    if missing is None:
+        return False
+    path, problem = missing
+    if policy != "skip":
+        raise DatasetFormatError(path, f"{problem}; {SKIP_HINT}")
+    logger.warning("%s: %s; skipped (eval.on_missing_gt=skip)", path, problem)
+    plan.skipped.setdefault(ref.category, []).append(ref.sample_id)
+    return True
+
+
+def _check_files(plan: EvaluationPlan) -> None:
+    """Check the headers of every file the plan will read (the first bad one raises)."""
+    start, count = time.perf_counter(), 0
+    for refs in plan.refs.values():
+        for ref in refs:
+            plan.reader.check_files(ref)
+            count += 1
+    logger.info("checked the files of %d samples in %.1f s", count, time.perf_counter() - start)
 
 
 def evaluate_dataset(
@@ -38,7 +169,8 @@ def evaluate_dataset(
     eval_config: EvalConfig | None = None,
     on_prediction: OnPrediction | None = None,
     select: Callable[[list[SampleRef]], list[SampleRef]] | None = None,
-) -> dict[str, Scores]:
+    plan: EvaluationPlan | None = None,
+) -> EvaluationResults:
     """Score every sample of the test split of each category; save scores; return metrics.
 
     Args:
@@ -48,47 +180,42 @@ def evaluate_dataset(
         out_dir: Where ``scores/<category>.npz`` go.
         categories: Categories to test (default: every category of the dataset but ``exclude``).
         exclude: Categories left out (the auxiliary training categories in one-vs-rest).
-        eval_config: Split, grid size and AUPRO settings.
+        eval_config: Split, grid size, AUPRO settings and what to do without ground truth.
         on_prediction: Called with every (sample, prediction), e.g. to write visualisations.
         select: Picks the references to test from each category's (e.g. a subset for a demo).
+        plan: A plan already checked by :func:`plan_evaluation` (default: made here from the
+            arguments above).
 
     Returns:
-        {category: {"object": {...}, "foreground": {...}, "grid": {...}}}.
+        {category: {"object": {...}, "foreground": {...}, "grid": {...}}}, with ``.skipped``.
+
+    Raises:
+        IncompleteEvaluationError: a category failed while being scored (e.g. a file that passed
+            the header check but does not decode); it carries the finished categories' metrics.
 
     Under torchrun each rank scores its share of every category's batches; rank 0 gathers the
     scores in sample order, saves them and computes the metrics, which every rank returns.
     """
     cfg = eval_config or EvalConfig()
-    reader = get_dataset(dataset, root, **cfg.reader_options)
-    available = reader.categories()
-    names = list(categories) if categories else [c for c in available if c not in set(exclude)]
-    unknown = [c for c in names if c not in available]
-    if unknown:
-        raise ConfigError(
-            f"categories must be among those of {dataset} at {root} ({', '.join(available)}), "
-            f"got {', '.join(unknown)}"
+    if plan is None:
+        plan = plan_evaluation(
+            dataset, root, categories=categories, exclude=exclude, eval_config=cfg, select=select
         )
-    if not names:
-        raise ConfigError(f"no categories left to test in {root} after excluding {list(exclude)}")
+    reader = plan.reader
     scores_dir = Path(out_dir) / "scores"
-    results: dict[str, Scores] = {}
-    for category in names:
-        split = cfg.split or reader.labelled_split
-        refs = reader.refs(category, split)
-        refs = select(refs) if select is not None else refs
-        if not refs:
-            raise ConfigError(f"category {category} has no {split} samples in {root}")
+    results = EvaluationResults(skipped=plan.skipped)
+    for category, refs in plan.refs.items():
         scores = CategoryScores(category, grid_size=cfg.grid_size)
         entries: list[tuple[int, SampleScores]] = []
-        mine = distributed.my_batches(len(refs), TEST_BATCH)  # all of them in one process
-        for start, stop in progress(mine, desc=category, total=len(mine)):
-            samples = [reader.load(ref) for ref in refs[start:stop]]
-            for k, (sample, pred) in enumerate(zip(samples, detector.predict(samples))):
-                entries.append((start + k, scores.score(
-                    sample, pred.point_scores, pred.object_score, foreground=pred.foreground
-                )))  # fmt: skip
-                if on_prediction is not None:
-                    on_prediction(sample, pred)
+        failure = None
+        try:
+            _score(detector, reader, refs, scores, entries, category, on_prediction)
+        except Align3DError as err:  # other ranks must hear of it before gathering
+            failure = str(err)
+        failures = [f for f in distributed.all_gather(failure) if f is not None]
+        if failures:
+            reader.flush_warnings()
+            raise IncompleteEvaluationError(category, failures[0], distributed.broadcast(results))
         gathered = distributed.gather_in_order(entries)
         if gathered is None:  # another rank than 0: rank 0 saves and computes the metrics
             continue
@@ -97,7 +224,29 @@ def evaluate_dataset(
         scores.save(scores_dir / f"{category}.npz")
         results[category] = scores.metrics(method=cfg.aupro_method, max_fpr=cfg.max_fpr)
         logger.info("%s: %s", category, _short(results[category]))
+    reader.flush_warnings()
     return distributed.broadcast(results)
+
+
+def _score(
+    detector: Any,
+    reader: DatasetReader,
+    refs: list[SampleRef],
+    scores: CategoryScores,
+    entries: list[tuple[int, SampleScores]],
+    category: str,
+    on_prediction: OnPrediction | None,
+) -> None:
+    """Score this rank's batches of ``refs`` into ``entries``."""
+    mine = distributed.my_batches(len(refs), TEST_BATCH)  # all of them in one process
+    for start, stop in progress(mine, desc=category, total=len(mine)):
+        samples = [reader.load(ref) for ref in refs[start:stop]]
+        for k, (sample, pred) in enumerate(zip(samples, detector.predict(samples))):
+            entries.append((start + k, scores.score(
+                sample, pred.point_scores, pred.object_score, foreground=pred.foreground
+            )))  # fmt: skip
+            if on_prediction is not None:
+                on_prediction(sample, pred)
 
 
 def _short(scores: Scores) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 from .._atomic import atomic_path
 from ..data.preprocess import grid_resize_index
 from ..data.sample import PointCloudSample
+from ..errors import DatasetFormatError
 from ._inputs import UndefinedMetricWarning
 from .metrics import object_metrics, point_metrics
 from .regions import grid_regions, point_regions
@@ -80,7 +81,11 @@ class CategoryScores:
             foreground: bool (N,) points the detector scored; None = all.
         """
         if sample.label is None or sample.point_labels is None:
-            raise ValueError(f"sample {sample.sample_id!r} must have labels to be evaluated")
+            missing = "label" if sample.label is None else "point labels (no ground truth)"
+            raise DatasetFormatError(
+                sample.source or sample.sample_id or "sample",
+                f"sample {sample.sample_id!r} must have labels to be evaluated, got no {missing}",
+            )
         labels = np.asarray(sample.point_labels, dtype=bool)
         point_scores = np.asarray(point_scores, dtype=np.float32)
         keep = labels | (True if foreground is None else np.asarray(foreground, dtype=bool))

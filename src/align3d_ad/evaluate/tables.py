@@ -3,6 +3,8 @@
 The JSON layout is the source of truth::
 
     {"setting": str, "backbone": str, "random_weights": bool,
+     "views": {dataset: {"preset", "source", "views"}},          # test and reproduce
+     "skipped": {category: [sample_id]}, "failed": {category: error},   # test only
      "runs": {run_name: {"categories": {category: {variant: {metric: value}}},
                          "mean": {variant: {metric: value}}}},
      "categories": {category: {variant: {metric: value}}},   # mean over runs
@@ -84,6 +86,7 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
                   "results.**", ""]
     if doc.get("backbone"):
         lines += [f"Backbone: `{doc['backbone']}`", ""]
+    lines += _notes(doc)
     header = "| category | O-AUROC | O-AP | P-AUROC | AUPRO |"
     for variant, title in (("foreground", "points only (valid foreground points)"),
                            ("grid", "resized organised grid, background scored 0 (published protocol)")):
@@ -104,6 +107,20 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
             lines.append(f"| {method} | " + " | ".join(_fmt(values[m] / 100) for m in METRICS) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _notes(doc: Mapping[str, Any]) -> list[str]:
+    """The views, the samples skipped and the categories that failed, one line each."""
+    lines = [f"Views on {dataset}: `{v['preset']}` ({v['source']})"
+             for dataset, v in (doc.get("views") or {}).items()]  # fmt: skip
+    skipped = {c: ids for c, ids in (doc.get("skipped") or {}).items() if ids}
+    if skipped:
+        listed = "; ".join(f"{c}: {', '.join(ids)}" for c, ids in skipped.items())
+        total = sum(len(ids) for ids in skipped.values())
+        lines.append(f"skipped: {total} sample(s) without ground truth ({listed})")
+    for category, cause in (doc.get("failed") or {}).items():
+        lines.append(f"**failed: {category} was not scored** ({cause})")
+    return [*lines, ""] if lines else []
 
 
 def to_csv(doc: Mapping[str, Any]) -> str:

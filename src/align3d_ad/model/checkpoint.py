@@ -9,13 +9,19 @@ A run folder holds:
 
 Each is replaced atomically. ``state.pt`` alone drives ``--resume``; ``head.safetensors`` and
 ``checkpoint.json`` carry the same epoch counter, and a mismatch (a write interrupted between the
-two) is reported instead of silently loading a head of another epoch.
+two) is reported instead of silently loading a head of another epoch. All three carry the
+checkpoint format (:data:`FORMAT`); a file of a newer format, a damaged file, or tensors that do
+not fit the head the config describes are refused with one line naming the file (docs/runs.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_path, atomic_write_text
+from .._version import __version__
 from ..backbone import BackboneSpec, FeatureCache, PromptableTextEncoder, load_backbone
 from ..backbone.encode import ViewEncoder
 from ..backbone.loader import Backbone
@@ -37,7 +44,11 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_JSON = "checkpoint.json"
 HEAD_FILE = "head.safetensors"
 STATE_FILE = "state.pt"
+#: The checkpoint format this version writes, and the newest it reads.
 FORMAT = 1
+#: What a damaged file can raise when read.
+_READ_ERRORS = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError,
+                zipfile.BadZipFile)  # fmt: skip
 
 
 def backbone_spec(config: BackboneConfig, *, weights: str | Path | None = None) -> BackboneSpec:
@@ -107,13 +118,14 @@ def save_checkpoint(
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     with atomic_path(run_dir / STATE_FILE) as tmp:
         torch.save(
-            {"head": state, "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            {"format": FORMAT, "head": state,
+             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
              "progress": json.dumps(progress)},
             tmp,
         )  # fmt: skip
     tag = json.dumps({"stage": progress["stage"], "epoch": progress["epoch"]})
     with atomic_path(run_dir / HEAD_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"progress": tag})
+        save_file(state, str(tmp), metadata={"progress": tag, "format": str(FORMAT)})
     doc = {
         "format": FORMAT,
         "config": config.to_dict(),
@@ -126,18 +138,89 @@ def save_checkpoint(
     atomic_write_text(run_dir / CHECKPOINT_JSON, json.dumps(doc, indent=2) + "\n")
 
 
+def _reason(err: BaseException) -> str:
+    """The first sentence of an exception's message (libraries add paragraphs of advice)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return re.split(r"(?<=[a-z0-9])\. ", text)[0].rstrip(".")[:200]
+
+
+def check_format(path: Path, found: Any, *, written_by: Any = None) -> None:
+    """Refuse a checkpoint file whose format is invalid or newer than :data:`FORMAT`."""
+    if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+        raise ConfigError(f"{path}: format must be a positive integer, got {found!r}")
+    if found > FORMAT:
+        by = f"align3d-ad {written_by}" if isinstance(written_by, str) else "a newer align3d-ad"
+        raise CheckpointMismatchError(
+            f"{path} has checkpoint format {found} (written by {by}); align3d-ad {__version__} "
+            f"reads format {FORMAT} at most: upgrade align3d-ad to load it"
+        )
+
+
+def _some(keys: list[str]) -> str:
+    shown = ", ".join(repr(k) for k in keys[:3])
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return f"tensor{'s' if len(keys) > 1 else ''} {shown}{more}"
+
+
+def check_tensors(path: Path, tensors: Mapping[str, Any], head: AnomalyHead) -> None:
+    """Refuse tensors that do not fit ``head``: missing, unexpected, or of another shape."""
+    expected = head.state_dict()
+    if not isinstance(tensors, Mapping) or not all(
+        isinstance(t, torch.Tensor) for t in tensors.values()
+    ):
+        raise ConfigError(f"{path}: the head must be a mapping of names to tensors")
+    missing = sorted(expected.keys() - tensors.keys())
+    extra = sorted(tensors.keys() - expected.keys())
+    wrong = [
+        (k, tuple(tensors[k].shape), tuple(expected[k].shape))
+        for k in sorted(expected.keys() & tensors.keys())
+        if tensors[k].shape != expected[k].shape
+    ]
+    problems = [f"lacks {_some(missing)}"] if missing else []
+    if extra:
+        problems.append(f"holds unexpected {_some(extra)}")
+    if wrong:
+        key, got, want = wrong[0]
+        more = f" (and {len(wrong) - 1} more of another shape)" if len(wrong) > 1 else ""
+        problems.append(f"tensor {key!r} has shape {got}, the config needs {want}{more}")
+    if problems:
+        raise CheckpointMismatchError(
+            f"{path}: {'; '.join(problems)}; the head does not match the config it was saved with"
+        )
+
+
 def load_state(run_dir: Path) -> dict[str, Any] | None:
-    """The resume state of a run folder, or None when it has none."""
+    """The resume state of a run folder, or None when it has none (ConfigError when damaged)."""
     path = run_dir / STATE_FILE
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state["progress"] = json.loads(state["progress"])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except _READ_ERRORS as err:
+        raise ConfigError(
+            f"{path}: not a readable resume state ({_reason(err)}); the file is damaged: "
+            "train again without --resume"
+        ) from err
+    missing = [k for k in ("head", "optimizers", "progress") if not isinstance(state, dict)
+               or k not in state]  # fmt: skip
+    if missing:
+        raise ConfigError(f"{path}: not a resume state written by align3d-ad (no {missing[0]!r})")
+    check_format(path, state.get("format", 1))
+    try:
+        progress = json.loads(state["progress"])
+    except (TypeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: the resume progress is not valid JSON ({err})") from err
+    if not (isinstance(progress, dict) and isinstance(progress.get("stage"), int)
+            and isinstance(progress.get("epoch"), int)):  # fmt: skip
+        raise ConfigError(f"{path}: progress must hold integer stage and epoch, got {progress!r}")
+    if not isinstance(state["optimizers"], dict):
+        raise ConfigError(f"{path}: optimizers must be a mapping, got {type(state['optimizers'])}")
+    state["progress"] = progress
     return state
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The ``checkpoint.json`` of a run folder (ConfigError when it is not one)."""
+    """The ``checkpoint.json`` of a run folder, checked (ConfigError when it is not one)."""
     run_dir = Path(path)
     doc_path = run_dir / CHECKPOINT_JSON
     if not doc_path.is_file():
@@ -146,9 +229,34 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"got no {CHECKPOINT_JSON} there"
         )
     try:
-        return json.loads(doc_path.read_text(encoding="utf-8"))
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ConfigError(f"{doc_path}: not valid JSON ({err.msg})") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{doc_path}: cannot be read ({_reason(err)})") from err
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{doc_path}: must hold a JSON object, got {type(doc).__name__}")
+    if "format" not in doc:
+        raise ConfigError(f"{doc_path}: has no 'format' key; not written by `align3d-ad train`")
+    versions_ = doc.get("versions")
+    check_format(doc_path, doc["format"],
+                 written_by=versions_.get("align3d_ad") if isinstance(versions_, dict) else None)
+    for key, kind in (("config", dict), ("backbone", dict), ("progress", dict)):
+        if not isinstance(doc.get(key), kind):
+            got = "nothing" if key not in doc else type(doc[key]).__name__
+            raise ConfigError(f"{doc_path}: '{key}' must be a JSON object, got {got}")
+    for key in ("name", "fingerprint"):
+        if not isinstance(doc["backbone"].get(key), str):
+            raise ConfigError(f"{doc_path}: 'backbone.{key}' must be a string")
+    return doc
+
+
+def checkpoint_config(doc: dict[str, Any], run_dir: Path) -> Config:
+    """The config stored in a checkpoint document (ConfigError naming the file when invalid)."""
+    try:
+        return config_from_dict(doc["config"])
+    except ConfigError as err:
+        raise ConfigError(f"{run_dir / CHECKPOINT_JSON}: {err}") from err
 
 
 def check_backbone(doc: dict[str, Any], backbone: Backbone, run_dir: Path) -> None:
@@ -167,17 +275,34 @@ def load_head(run_dir: Path, doc: dict[str, Any], head: AnomalyHead) -> None:
     path = run_dir / HEAD_FILE
     if not path.is_file():
         raise ConfigError(f"checkpoint {run_dir} has no {HEAD_FILE}; was training interrupted?")
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as fh:
-        tag = json.loads((fh.metadata() or {}).get("progress", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ConfigError(
+            f"{path}: not a readable safetensors file ({_reason(err)}); the file is damaged "
+            "(a truncated copy?): copy it again or train again"
+        ) from err
+    try:
+        found = int(meta.get("format", "1"))
+    except ValueError:
+        found = meta.get("format")
+    check_format(path, found)
+    try:
+        tag = json.loads(meta.get("progress", "{}"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: its 'progress' metadata is not valid JSON ({err.msg})") from err
     progress = doc.get("progress", {})
     if tag != {"stage": progress.get("stage"), "epoch": progress.get("epoch")}:
         raise ConfigError(
             f"checkpoint {run_dir}: {HEAD_FILE} ({tag}) and {CHECKPOINT_JSON} ({progress}) are from "
             "different epochs (an interrupted write); run `align3d-ad train --resume` to finish it"
         )
-    head.load_state_dict(load_file(str(path)))
+    check_tensors(path, tensors, head)
+    head.load_state_dict(tensors)
 
 
 def load_parts(
@@ -204,7 +329,7 @@ def load_parts(
     """
     run_dir = Path(path)
     doc = read_checkpoint(run_dir)
-    config = config_from_dict(doc["config"])
+    config = checkpoint_config(doc, run_dir)
     bb = config.backbone
     config = config.replace(**{
         "backbone.cache_dir": str(cache_dir) if cache_dir else bb.cache_dir,

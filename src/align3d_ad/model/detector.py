@@ -57,6 +57,9 @@ class Prediction:
         branch_point_scores: {branch: (N,)} the per-branch point maps A^C / A^R (smoothed).
         branch_global: {branch: p} the per-branch mean anomalous probability of the global tokens.
         foreground: bool (N,), the points that were scored (False: removed as background).
+        row_scores: float32, one per row of the sample's source (file or array; grid cells in
+            row-major order for organised sources), NaN for rows that were not points (NaN/inf
+            rows, missing grid cells); None when the sample does not know its source rows.
     """
 
     sample_id: str
@@ -66,6 +69,7 @@ class Prediction:
     branch_point_scores: dict[str, np.ndarray] = field(default_factory=dict)
     branch_global: dict[str, float] = field(default_factory=dict)
     foreground: np.ndarray | None = None
+    row_scores: np.ndarray | None = None
 
 
 def fuse_branches(
@@ -212,18 +216,19 @@ class Detector:
         points: dict[str, torch.Tensor],
         glob: dict[str, torch.Tensor],
     ) -> Prediction:
-        scores = prep.lift(point.float().cpu().numpy())
+        scores = prep.lift(point.float().cpu().numpy()).astype(np.float32)
         original = prep.original
         foreground = np.zeros(original.num_points, dtype=bool)
         foreground[prep.foreground] = True
         return Prediction(
             sample_id=original.sample_id,
-            point_scores=scores.astype(np.float32),
+            point_scores=scores,
             object_score=float(obj),
             grid_scores=original.to_grid(scores) if original.is_organised else None,
             branch_point_scores={b: prep.lift(v.float().cpu().numpy()) for b, v in points.items()},
             branch_global={b: float(v) for b, v in glob.items()},
             foreground=foreground,
+            row_scores=None if original.source_index is None else original.to_rows(scores),
         )
 
 

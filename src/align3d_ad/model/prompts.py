@@ -4,7 +4,8 @@ METHOD.md §5: the normal prompt "[V1..V12] object." and the anomalous prompt "[
 object." each get their own 12 learnable context embeddings, placed where 12 placeholder tokens sit
 after tokenisation (SOT at position 0, so the contexts fill positions 1..12). Deep text prompts:
 4 learnable tokens, shared by both states, overwrite the hidden states of sequence positions 1..4
-before text blocks 2..9 (1-based, depth 9). Everything is initialised N(0, 0.02); the text encoder is
+before text blocks 2..9 (1-based, depth 9). Everything is initialised N(0, 0.02), drawn from the CPU
+generator whatever the device (so a seed gives the same start on CPU and CUDA); the text encoder is
 frozen and is not part of the learner's parameters or state dict.
 """
 
@@ -129,17 +130,21 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_embeddings", embedded, persistent=False)
         eot = eot_positions(text_encoder, tokens).to(embedded.device)
         self.register_buffer("eot_index", eot, persistent=False)
-        factory = {"device": embedded.device, "dtype": torch.float32}
-        self.ctx_normal = nn.Parameter(torch.empty(n_ctx, width, **factory).normal_(0, init_std))
-        self.ctx_anomalous = nn.Parameter(torch.empty(n_ctx, width, **factory).normal_(0, init_std))
         n_deep = deep_prompt_blocks(deep_depth, text_encoder.num_layers) if deep_tokens else 0
         if deep_depth > text_encoder.num_layers:
             logger.debug(
                 "deep_depth %d clamped to %d text blocks", deep_depth, text_encoder.num_layers
             )
-        self.deep_prompts = nn.Parameter(
-            torch.empty(n_deep, deep_tokens, width, **factory).normal_(0, init_std)
-        )
+
+        def init(*shape: int) -> nn.Parameter:
+            # drawn from the CPU generator, then moved: the same seed gives the same start on
+            # every device (a CUDA generator would draw other values)
+            values = torch.empty(*shape, dtype=torch.float32).normal_(0, init_std)
+            return nn.Parameter(values.to(embedded.device))
+
+        self.ctx_normal = init(n_ctx, width)
+        self.ctx_anomalous = init(n_ctx, width)
+        self.deep_prompts = init(n_deep, deep_tokens, width)
 
     @property
     def text_encoder(self) -> TextEncoder:

@@ -15,7 +15,14 @@ from .backproject import (
     hidden_neighbours,
     sample_maps,
 )
-from .camera import RenderSettings, normalisation, point_spacing, project, project_points
+from .camera import (
+    RenderSettings,
+    normalisation,
+    normalise,
+    point_spacing,
+    project,
+    project_points,
+)
 from .rendering import RenderCoverage, Rendering, render_batch, render_samples
 from .smooth import smooth_grid_scores, smooth_point_scores
 from .views import (
@@ -41,6 +48,7 @@ __all__ = [
     "hidden_neighbours",
     "list_view_presets",
     "normalisation",
+    "normalise",
     "point_spacing",
     "project",
     "project_points",

@@ -129,12 +129,28 @@ class RenderSettings:
 
 
 def normalisation(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centre (3,) and scale () mapping ``points`` (N, 3) into the unit sphere: ``(p - c) * s``."""
-    lo, hi = points.amin(dim=0), points.amax(dim=0)
+    """Centre (3,) and scale () mapping ``points`` (N, 3) into the unit sphere: ``(p - c) * s``.
+
+    Both are float64, computed in float64 (apply them with :func:`normalise`): in float32 the
+    centre of a cloud far from the origin is off by up to half a float32 step (5e-4 at 1e4),
+    which shifts the whole rendering, and the radius of coordinates beyond 1e19 overflows.
+    """
+    p = points.detach().to(torch.float64)
+    lo, hi = p.amin(dim=0), p.amax(dim=0)
     centre = (lo + hi) / 2
-    radius = (points - centre).norm(dim=1).amax()
-    scale = torch.where(radius > 0, 1.0 / radius.clamp_min(torch.finfo(points.dtype).tiny), 1.0)
+    radius = (p - centre).norm(dim=1).amax()
+    scale = torch.where(radius > 0, 1.0 / radius.clamp_min(torch.finfo(torch.float64).tiny), 1.0)
     return centre, scale
+
+
+def normalise(points: torch.Tensor, centre: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(points - centre) * scale`` computed in float64, returned in the dtype of ``points``.
+
+    ``centre`` (3,) or (N, 3) and ``scale`` () or (N, 1) as :func:`normalisation` gives them: the
+    cloud is centred and scaled before the cast, so a cloud and the same cloud moved by 1e4 give
+    the same normalised points up to float32 rounding (about 1e-7).
+    """
+    return ((points.to(torch.float64) - centre) * scale).to(points.dtype)
 
 
 def _order_free_subsample(points: torch.Tensor, m: int) -> torch.Tensor:

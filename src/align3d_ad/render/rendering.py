@@ -32,9 +32,11 @@ from .camera import (
     auto_depth_tolerance,
     auto_splat_radius,
     normalisation,
+    normalise,
     point_spacing,
     project_points,
 )
+from .facing import check_facing
 from .shading import shade_depth
 from .splat import close_gaps, decode_keys, depth_keys, dilate_keys, zbuffer
 from .views import ViewPreset, get_view_preset
@@ -78,7 +80,8 @@ class Rendering:
         counts: (N_0, ..., N_{B-1}).
         preset: The views.
         settings: The render settings.
-        centres: (B, 3) normalisation centres; ``scales`` (B,) normalisation scales.
+        centres: float64 (B, 3) normalisation centres; ``scales`` float64 (B,) normalisation
+            scales (see :func:`.camera.normalise`).
         spacing: (B,) point spacing (normalised units); ``splat_radius`` (B,) in pixels;
             ``depth_tolerance`` (B,) in normalised units.
         color_images: (B, V, 3, S, S) the same splats painted with per-point RGB, or None.
@@ -214,7 +217,7 @@ def _per_sample_geometry(points: list[torch.Tensor], settings: RenderSettings) -
     centres, scales, spacing, radius, tol = [], [], [], [], []
     for p in points:
         c, s = normalisation(p)
-        sp = point_spacing((p - c) * s)
+        sp = point_spacing(normalise(p, c, s))
         r = auto_splat_radius(sp, settings)
         centres.append(c)
         scales.append(s)
@@ -228,9 +231,9 @@ def _project_packed(packed, batch, geo: _Geometry, preset: ViewPreset, settings:
     """(T, V, 2) pixel coordinates and (T, V) depths of the packed points in every view."""
     rot = torch.as_tensor(preset.camera_rotations(), dtype=packed.dtype, device=packed.device)
     if len(geo.radius) == 1:  # one sample: no per-point gather of its centre and scale
-        normed = (packed - geo.centres[0]) * geo.scales[0]
+        normed = normalise(packed, geo.centres[0], geo.scales[0])
     else:
-        normed = (packed - geo.centres[batch]) * geo.scales[batch, None]
+        normed = normalise(packed, geo.centres[batch], geo.scales[batch, None])
     return project_points(normed, rot, settings)
 
 
@@ -334,6 +337,7 @@ def render_samples(
     Colours / GT masks are rendered when every sample has them and ``with_colors`` /
     ``with_labels`` is set.
     """
+    check_facing(samples, preset)  # a scan seen from behind its camera would show its far side
     device = torch.device("cpu") if device is None else torch.device(device)
     points = [torch.from_numpy(s.points).to(device) for s in samples]
     colors = labels = None

@@ -12,7 +12,7 @@ rank + world, ...); the gradients are summed over ranks before every optimiser s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from .. import distributed
 from ..backbone.encode import stack_features
-from ..config import MethodConfig, TrainConfig
+from ..config import Config, MethodConfig, TrainConfig
+from ..errors import ConfigError
 from ..model.aligner import FeatureAligner
 from ..model.head import ALIGNED, RENDERING, AnomalyHead
 from ..model.losses import (
@@ -34,6 +35,7 @@ from ..model.losses import (
     view_ce,
 )
 from ..render import back_project
+from ..render.upsample import upsample_bilinear
 from .data import TrainItem
 
 
@@ -107,6 +109,45 @@ class Stage2Losses:
         return out
 
 
+def epoch_postfix(losses: Mapping[str, float]) -> str:
+    """An epoch's losses for the stage bar, to three significant digits: ``loss=1.99, scr=on``
+    (stage 1) or ``aligned=3.46, rendering=3.83, dpca=on`` (stage 2)."""
+    parts = []
+    for key, value in losses.items():
+        if key in ("scr", "dpca"):
+            parts += [f"{key}=on"] if value else []
+        elif key.startswith("loss"):
+            parts.append(f"{key.removeprefix('loss_')}={value:.3g}")
+    return ", ".join(parts)
+
+
+def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear (``align_corners=False``) upsampling of (N, C, G, G) maps to S x S.
+
+    ``F.interpolate``, or under deterministic algorithms (``--deterministic``) the same map as two
+    matrix products, whose CUDA backward is deterministic (``F.interpolate``'s raises there).
+    """
+    if torch.are_deterministic_algorithms_enabled():
+        return upsample_bilinear(maps, (size, size), align_corners=False)
+    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def check_training_precision(config: Config) -> None:
+    """Refuse to train the prompt learners through an fp16 text tower (ConfigError, one line).
+
+    Stage 2 back-propagates through the frozen text tower in the backbone's precision; in fp16,
+    without loss scaling, small prompt gradients underflow to zero. bf16 (fp32's exponent range)
+    and fp32 train safely; fp16 stays fine for ``test`` and ``predict``.
+    """
+    learns_prompts = config.method.variant != "clip-zero-shot" and config.train.stage2_epochs > 0
+    if config.backbone.precision == "fp16" and learns_prompts:
+        raise ConfigError(
+            "backbone.precision=fp16 cannot train stage 2: prompt gradients through the fp16 text "
+            "tower underflow without loss scaling; train with bf16 or fp32 (fp16 is fine for test "
+            "and predict)"
+        )
+
+
 def branch_loss(output, batch: list[TrainItem], device: torch.device) -> torch.Tensor:
     """View CE + object CE + 2D focal/dice + 3D dice (foreground points) of one branch (METHOD.md §5)."""
     view_labels = torch.stack([b.view_labels for b in batch]).to(device)
@@ -115,7 +156,7 @@ def branch_loss(output, batch: list[TrainItem], device: torch.device) -> torch.T
     probs = output.patch_probs  # (B, V, 2, G, G)
     masks = torch.stack([b.gt_masks for b in batch]).to(device)  # (B, V, S, S)
     size = masks.shape[-1]
-    up = F.interpolate(probs.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
+    up = upsample(probs.flatten(0, 1), size)
     loss = loss + pixel_loss(up, masks.flatten(0, 1))
     point_terms = [
         point_loss(back_project(probs[i : i + 1], item.projection)[0], item.point_labels.to(device))

@@ -22,12 +22,22 @@ from ..backbone.loader import Backbone
 from ..config import Config
 from ..data import get_dataset
 from ..data.prepare import PreparedSample, prepare_sample
-from ..errors import ConfigError
-from ..model.checkpoint import backbone_spec, load_state, make_encoder, save_checkpoint
+from ..device import set_deterministic
+from ..errors import CheckpointMismatchError, ConfigError
+from ..model.checkpoint import (
+    STATE_FILE,
+    backbone_spec,
+    check_backbone,
+    check_tensors,
+    load_state,
+    make_encoder,
+    save_checkpoint,
+)
 from ..model.head import AnomalyHead
-from ..progress import progress
+from ..progress import SHOWN_IN_BAR, progress
 from .data import build_train_items
-from .stages import stage1_epoch, stage2_epoch
+from .resume import DONE_STAGE, check_resumable, on_main_rank
+from .stages import check_training_precision, epoch_postfix, stage1_epoch, stage2_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +53,7 @@ class TrainResult:
     epoch_seconds: dict[str, list[float]] = field(default_factory=dict)
     cache_hits: int = 0
     cache_misses: int = 0
+    already_trained: bool = False  #: a resumed run that had finished: nothing was trained or written
 
 
 def load_training_samples(config: Config, *, root: str | Path | None = None) -> list[PreparedSample]:
@@ -71,6 +82,26 @@ def _optimizer(params, config: Config) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.train.lr, betas=tuple(config.train.betas))
 
 
+def _load_resume_state(
+    path: Path, state: dict[str, Any], head: AnomalyHead,
+    optimizers: dict[str, torch.optim.Optimizer | None],
+) -> None:  # fmt: skip
+    """Load the head and optimiser states of ``state`` (read from ``path``), checked."""
+    check_tensors(path, state["head"], head)
+    head.load_state_dict(state["head"])
+    for name, opt in optimizers.items():
+        if opt is None:
+            continue
+        if name not in state["optimizers"]:
+            raise CheckpointMismatchError(f"{path}: holds no optimiser state for {name!r}")
+        try:
+            opt.load_state_dict(state["optimizers"][name])
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointMismatchError(
+                f"{path}: the optimiser state of {name!r} does not fit the head ({err})"
+            ) from err
+
+
 def train_model(
     config: Config,
     run_dir: str | Path,
@@ -85,7 +116,9 @@ def train_model(
         config: The resolved configuration.
         run_dir: The run folder (created when missing; the command line picks a fresh one with
             :func:`align3d_ad.app.runs.new_run_dir`).
-        resume: Continue from the last completed epoch saved in ``run_dir``.
+        resume: Continue from the last completed epoch saved in ``run_dir``, which must hold a
+            run trained with the same config (see :func:`align3d_ad.training.resume.check_resumable`);
+            a finished run is left as it is (``already_trained`` is set and nothing is written).
         backbone: An already loaded backbone (default: load ``config.backbone``).
         samples: Already prepared training samples (default: read ``config.data``).
 
@@ -93,6 +126,14 @@ def train_model(
     through the feature cache and each optimiser step's batch; rank 0 writes the checkpoints.
     """
     run_dir = Path(run_dir)
+    check_training_precision(config)  # fp16 stage 2 would underflow
+    set_deterministic(config.deterministic)
+    state, doc = None, None
+    if resume:  # checked and read by rank 0 only, so the run folder need not be shared
+        doc, state = on_main_rank(lambda: (check_resumable(run_dir, config), load_state(run_dir)))
+        if state["progress"]["stage"] >= DONE_STAGE:
+            logger.info("%s is already trained (both stages finished); nothing to resume", run_dir)
+            return TrainResult(run_dir, already_trained=True)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     backbone = backbone or load_backbone(backbone_spec(config.backbone), device=config.device)
@@ -104,15 +145,9 @@ def train_model(
     trainable = [p for p in head.parameters() if p.requires_grad]
     distributed.broadcast_parameters(trainable)  # every rank starts from rank 0's values
     progress_state = {"stage": 1, "epoch": 0}
-    state = None
-    if resume:  # read by rank 0 only, so the run folder need not be shared
-        state = distributed.broadcast(load_state(run_dir) if distributed.is_main() else None)
     if state is not None:
-        head.load_state_dict(state["head"])
-        optimizers = {"stage1": opt1, **opt2}
-        for name, opt_state in state["optimizers"].items():
-            if optimizers.get(name) is not None:
-                optimizers[name].load_state_dict(opt_state)
+        check_backbone(doc, backbone, run_dir)
+        _load_resume_state(run_dir / STATE_FILE, state, head, {"stage1": opt1, **opt2})
         progress_state = state["progress"]
         logger.info("resuming %s at stage %d, epoch %d", run_dir, progress_state["stage"],
                     progress_state["epoch"])  # fmt: skip
@@ -138,7 +173,7 @@ def train_model(
         if record is not None:
             result.history.append(record)
             logger.info("%s", " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                       for k, v in record.items()))  # fmt: skip
+                                       for k, v in record.items()), extra=SHOWN_IN_BAR)  # fmt: skip
         if not distributed.is_main():  # all ranks hold the same head; rank 0 writes it
             return
         save_checkpoint(
@@ -148,24 +183,30 @@ def train_model(
 
     grid = encoder.grid_size
     if head.aligner is not None and progress_state["stage"] == 1:
-        for epoch in progress(range(progress_state["epoch"], config.train.stage1_epochs), desc="stage 1"):
+        bar = progress(range(progress_state["epoch"], config.train.stage1_epochs), desc="stage 1",
+                       leave=True)  # fmt: skip
+        for epoch in bar:
             t0 = time.perf_counter()
             losses = stage1_epoch(head.aligner, items, opt1, epoch=epoch, train=config.train,
                                   method=config.method, seed=config.seed, device=device)  # fmt: skip
             result.epoch_seconds.setdefault("stage1", []).append(time.perf_counter() - t0)
             checkpoint(1, epoch + 1, {"stage": 1, "epoch": epoch + 1, **losses})
+            bar.set_postfix_str(epoch_postfix(losses))
         progress_state = {"stage": 2, "epoch": 0}
     if head.aligner is not None:
         head.aligner.requires_grad_(False).eval()
     if progress_state["stage"] == 1:
         progress_state = {"stage": 2, "epoch": 0}
     if head.trainable:
-        for epoch in progress(range(progress_state["epoch"], config.train.stage2_epochs), desc="stage 2"):
+        bar = progress(range(progress_state["epoch"], config.train.stage2_epochs), desc="stage 2",
+                       leave=True)  # fmt: skip
+        for epoch in bar:
             t0 = time.perf_counter()
             losses = stage2_epoch(head, items, opt2, epoch=epoch, train=config.train,
                                   method=config.method, seed=config.seed, device=device, grid=grid)
             result.epoch_seconds.setdefault("stage2", []).append(time.perf_counter() - t0)
             checkpoint(2, epoch + 1, {"stage": 2, "epoch": epoch + 1, **losses.to_dict()})
+            bar.set_postfix_str(epoch_postfix(losses.to_dict()))
     checkpoint(3, 0, None)  # stage 3 = done
     result.head = head.eval()
     return result

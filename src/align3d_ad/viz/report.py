@@ -69,5 +69,21 @@ def render_report(
             )
         )
     coverage = rendering.coverage()[0]
-    logger.info("rendered %s: %s -> %s", sample.sample_id, coverage, ", ".join(map(str, files)))
+    logger.debug("rendered %s: %r -> %s", sample.sample_id, coverage, ", ".join(map(str, files)))
     return coverage
+
+
+def describe_coverage(name: str, coverage: RenderCoverage, folder: str | Path | None = None) -> str:
+    """One sentence about a rendered sample, e.g. ``bagel/test/crack/000: 1,265 points, 9 views,
+    every point seen, 8.8 views per point; pictures in out/``."""
+    seen = coverage.visible_fraction
+    if seen >= 1.0:
+        seen_text = "every point seen"
+    elif seen <= 0.0:
+        seen_text = "no point seen"
+    else:  # never "100.0%" when a point is missing, nor "0.0%" when one is seen
+        seen_text = f"{min(max(100 * seen, 0.1), 99.9):.1f}% of points seen"
+    views = "1 view" if coverage.num_views == 1 else f"{coverage.num_views} views"
+    text = (f"{name}: {coverage.num_points:,} points, {views}, {seen_text}, "
+            f"{coverage.mean_views_per_point:.1f} views per point")  # fmt: skip
+    return text if folder is None else f"{text}; pictures in {Path(folder)}/"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -18,13 +17,14 @@ from ..._version import __version__
 from ...config import Config, load_config
 from ...data.prepare import prepare_sample
 from ...evaluate.runner import evaluate_dataset
-from ...evaluate.tables import combine_runs, headline, to_markdown, write_results
+from ...evaluate.tables import combine_runs, headline, read_results, to_markdown, write_results
 from ...model.detector import load_detector
 from ...synth import generate_dataset
 from ...training import train_model
 from ...viz.ply import save_scored_ply
-from ...viz.report import render_report
+from ...viz.report import describe_coverage, render_report
 from ..runs import start_run
+from ..summary import results_summary
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,10 @@ def run_demo(
         name = f"{sample.category}_{sample.sample_id.replace('/', '_')}"
         prepared = prepare_sample(sample, config.data, seed=config.seed)
         scores = pred.point_scores[prepared.foreground][prepared.rendered]
-        render_report(prepared.sample, visual_dir / name, preset=detector.encoder.preset,
-                      image_size=detector.encoder.settings.image_size, scores=scores)  # fmt: skip
+        coverage = render_report(prepared.sample, visual_dir / name, preset=detector.encoder.preset,
+                                 image_size=detector.encoder.settings.image_size, scores=scores)  # fmt: skip
+        logger.info("%s", describe_coverage(f"{sample.category}/{sample.sample_id}", coverage,
+                                            visual_dir / name))  # fmt: skip
         save_scored_ply(visual_dir / f"{name}.ply", prepared.sample, scores, vmin=None, vmax=None)
 
     limit = DEMO_FAST_TEST_LIMIT if fast else DEMO_TEST_LIMIT
@@ -179,10 +181,14 @@ def _report(doc, result, manifest, config, detector, limit, seconds, visual_dir,
 
 
 def run(args: argparse.Namespace) -> int:
-    """The ``demo`` command: the whole demo into a fresh run folder, then the report."""
+    """The ``demo`` command: the whole demo into a fresh run folder, then a short summary."""
+    start = time.perf_counter()
     run_dir = start_run(args, args.out, None)
     report = run_demo(run_dir, device=args.device, seed=args.seed or 0, fast=args.fast,
                       weights=args.weights, cache_dir=args.cache_dir)  # fmt: skip
-    sys.stdout.write(report.read_text(encoding="utf-8"))
-    print(f"\nreport: {report}")
+    doc = read_results(run_dir / "metrics.json")
+    title = (f"demo finished in {(time.perf_counter() - start) / 60:.1f} min: trained on "
+             f"{', '.join(doc['runs'])}, tested zero-shot on {len(doc['categories'])} categories "
+             "it never saw")  # fmt: skip
+    results_summary(args, run_dir, title=title, report=report, doc=doc)
     return 0

@@ -1,8 +1,12 @@
 """``align3d-ad predict``: any point-cloud files or folders -> per-point scores and object scores.
 
-For every input cloud it writes ``<name>.ply`` (points coloured by score, with ``anomaly_score``
-per point), ``<name>.npy`` (float32 scores aligned with the points as read) and one row of
-``object_scores.csv``.
+For every input cloud it writes ``<name>.npy`` (float32, one score per input row: (N,) for an
+unorganised cloud, (H, W) for an organised grid such as a TIFF; NaN for rows that are not points),
+``<name>.ply`` (the scored points, coloured by score, with ``anomaly_score`` per point) and one row
+of ``object_scores.csv``, which is rewritten after every batch so it always lists the finished
+clouds. Folders are searched as :mod:`align3d_ad.app.inputs` says (non-clouds skipped and
+reported). Every input is checked cheaply before anything is written: a bad one stops the run
+with one line, or, with ``--keep-going``, is recorded in the table (``status`` ``error``).
 """
 
 from __future__ import annotations
@@ -10,47 +14,52 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ... import distributed
 from ..._atomic import atomic_path, atomic_write_text
-from ...data import SUPPORTED_SUFFIXES, load_point_cloud
-from ...errors import DatasetFormatError
+from ...data import PointCloudSample, load_point_cloud
+from ...device import set_deterministic
+from ...errors import Align3DError, DatasetFormatError
 from ...progress import progress
 from ...viz.ply import save_scored_ply
+from ..inputs import SCORES_CSV, Candidate, find_inputs
 from ..runs import attach_log_file, new_run_dir, write_run_info
+
+logger = logging.getLogger(__name__)
 
 #: Clouds scored together.
 PREDICT_BATCH = 4
+#: Columns of ``object_scores.csv``: ``rows`` input rows (grid cells), ``points`` scored points
+#: (the PLY's vertices), ``unscored`` rows with a NaN score; ``error`` why a cloud failed.
+COLUMNS = ("name", "file", "status", "rows", "points", "unscored", "object_score", "error")
 
 
-def find_inputs(inputs: list[Path]) -> list[Path]:
-    """Every supported point-cloud file named, or found (recursively, sorted) in a named folder."""
-    found: list[Path] = []
-    for path in inputs:
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES)
-            if not files:
-                raise DatasetFormatError(path, f"folder holds no point clouds ({', '.join(SUPPORTED_SUFFIXES)})")
-            found.extend(files)
-        elif path.is_file():
-            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                raise DatasetFormatError(path, f"unsupported suffix {path.suffix!r}; supported: "
-                                         f"{', '.join(SUPPORTED_SUFFIXES)}")  # fmt: skip
-            found.append(path)
-        else:
-            raise DatasetFormatError(path, "no such file or folder")
-    return found
+@dataclass
+class _Scored:
+    sample: PointCloudSample
+    point_scores: np.ndarray
+    row_scores: np.ndarray | None
+    object_score: float
+
+
+@dataclass
+class _Failed:
+    path: Path
+    problem: str
 
 
 def output_names(paths: list[Path]) -> list[str]:
     """Unique, file-system-safe output names (the stem, with parent folders when stems repeat)."""
     stems = [p.stem for p in paths]
     names = [
-        "_".join([*p.parent.parts[-2:], p.stem]) if stems.count(p.stem) > 1 else p.stem for p in paths
+        "_".join([*p.parent.parts[-2:], p.stem]) if stems.count(p.stem) > 1 else p.stem
+        for p in paths
     ]
     names = [re.sub(r"[^A-Za-z0-9._-]+", "_", n).strip("_") or "cloud" for n in names]
     seen: dict[str, int] = {}
@@ -61,61 +70,143 @@ def output_names(paths: list[Path]) -> list[str]:
     return out
 
 
-def predict_files(args: argparse.Namespace) -> int:
-    """Score the inputs of ``args`` with the checkpoint of ``args``; return the number scored.
+def _failure(path: Path, err: Exception) -> _Failed:
+    """The one-line problem of ``err`` (raised while reading or scoring ``path``)."""
+    if isinstance(err, DatasetFormatError):
+        return _Failed(err.path, err.problem)
+    if isinstance(err, OSError):
+        return _Failed(path, f"cannot read the file ({err.strerror or err})")
+    return _Failed(path, str(err))
 
-    Under torchrun the batches are shared out over the ranks and rank 0 writes every output.
+
+def _score_batch(detector, clouds: list[Candidate], start: int, stop: int) -> list[tuple]:
+    """``(index, _Scored | _Failed)`` for the clouds ``start:stop``; bad clouds never raise."""
+    from ...data.prepare import prepare_sample
+
+    out: list[tuple] = []
+    prepared = []
+    config = detector.config
+    for index in range(start, stop):
+        cloud = clouds[index]
+        if cloud.error is not None:
+            out.append((index, _Failed(cloud.path, cloud.error)))
+            continue
+        try:
+            sample = load_point_cloud(cloud.path, sample_id=str(cloud.path))
+            prepared.append((index, prepare_sample(sample, config.data, seed=config.seed)))
+        except (Align3DError, OSError) as err:
+            out.append((index, _failure(cloud.path, err)))
+    if prepared:
+        try:
+            preds = detector.predict_prepared([prep for _, prep in prepared])
+        except Align3DError as err:
+            out.extend((index, _failure(clouds[index].path, err)) for index, _ in prepared)
+        else:
+            for (index, prep), p in zip(prepared, preds):
+                scored = _Scored(prep.original, p.point_scores, p.row_scores, p.object_score)
+                out.append((index, scored))
+    return sorted(out, key=lambda entry: entry[0])
+
+
+def _write_outputs(run_dir: Path, name: str, scored: _Scored) -> list[str]:
+    """Write ``<name>.npy`` and ``<name>.ply``; return the table row's numbers."""
+    sample = scored.sample
+    rows = scored.point_scores if scored.row_scores is None else scored.row_scores
+    grid = rows.reshape(sample.grid_shape) if sample.is_organised else rows
+    with atomic_path(run_dir / f"{name}.npy") as tmp, tmp.open("wb") as fh:
+        np.save(fh, grid.astype(np.float32, copy=False))
+    save_scored_ply(run_dir / f"{name}.ply", sample, scored.point_scores, vmin=None, vmax=None)
+    unscored = int(np.isnan(rows).sum())
+    return [str(rows.size), str(sample.num_points), str(unscored), f"{scored.object_score:.6f}"]
+
+
+def _write_table(run_dir: Path, rows: list[list[str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(rows)
+    atomic_write_text(run_dir / SCORES_CSV, buffer.getvalue())
+
+
+def _refuse_bad(clouds: list[Candidate]) -> None:
+    """Stop with one line (nothing written) when a cheap look found a bad input."""
+    bad = [c for c in clouds if c.error is not None]
+    if bad:
+        more = f" (and {len(bad) - 1} more bad input(s))" if len(bad) > 1 else ""
+        raise DatasetFormatError(
+            bad[0].path, f"{bad[0].error}{more}; nothing was scored (--keep-going scores the rest)"
+        )
+
+
+def predict_files(args: argparse.Namespace) -> tuple[int, int, int]:
+    """Score the inputs of ``args`` with the checkpoint of ``args``.
+
+    Returns ``(scored clouds, failed clouds, unscored rows)``. Under torchrun the batches are
+    shared out over the ranks and rank 0 writes every output.
     """
     from ...model.detector import load_detector
 
-    paths = find_inputs(args.inputs)
+    keep_going = bool(getattr(args, "keep_going", False))
+    inputs = find_inputs(args.inputs, getattr(args, "glob", None) or ())
+    if distributed.is_main() and inputs.skipped:
+        logger.warning("predict: %s", inputs.skipped_line())
+    clouds = inputs.clouds
+    if not keep_going:
+        _refuse_bad(clouds)
     detector = load_detector(
         args.checkpoint, device=args.device, weights=args.weights,
         cache_dir=args.cache_dir, use_cache=not args.no_cache,
     )  # fmt: skip
     run_dir = distributed.broadcast(new_run_dir(args.out) if distributed.is_main() else None)
+    args.out = run_dir
     if distributed.is_main():
         write_run_info(run_dir, config=detector.config, seed=detector.config.seed,
                        command=getattr(args, "command_line", None))  # fmt: skip
         attach_log_file(run_dir)
-    names = output_names(paths)
-    rows = []
+        _write_table(run_dir, [])
+    names = output_names([c.path for c in clouds])
+    rows: list[list[str]] = []
+    scored = failed = unscored = 0
     # under torchrun each rank scores its share of the batches and rank 0 writes every output
-    mine = distributed.my_batches(len(paths), PREDICT_BATCH)
-    rounds = distributed.batch_rounds(len(paths), PREDICT_BATCH)
+    mine = distributed.my_batches(len(clouds), PREDICT_BATCH)
+    rounds = distributed.batch_rounds(len(clouds), PREDICT_BATCH)
     for step in progress(range(rounds), desc="predict", total=rounds):
-        scored = []
-        if step < len(mine):
-            start, stop = mine[step]
-            samples = [load_point_cloud(p, sample_id=str(p)) for p in paths[start:stop]]
-            preds = detector.predict(samples)
-            scored = [(start + k, sample, pred.point_scores, pred.object_score)
-                      for k, (sample, pred) in enumerate(zip(samples, preds))]  # fmt: skip
-        gathered = distributed.gather_in_order(scored)
-        if gathered is None:
-            continue
-        for index, sample, scores, object_score in gathered:
-            name = names[index]
-            with atomic_path(run_dir / f"{name}.npy") as tmp, tmp.open("wb") as fh:
-                np.save(fh, scores)
-            save_scored_ply(run_dir / f"{name}.ply", sample, scores, vmin=None, vmax=None)
-            rows.append((name, str(paths[index]), sample.num_points, object_score))
-    if not distributed.is_main():
-        args.out = run_dir
-        return len(paths)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["name", "file", "points", "object_score"])
-    writer.writerows((n, f, k, f"{s:.6f}") for n, f, k, s in rows)
-    atomic_write_text(run_dir / "object_scores.csv", buffer.getvalue())
-    args.out = run_dir
-    return len(rows)
+        entries = _score_batch(detector, clouds, *mine[step]) if step < len(mine) else []
+        gathered = distributed.gather_in_order(entries)
+        stop = None
+        for index, outcome in gathered or []:
+            name, file = names[index], str(clouds[index].path)
+            if isinstance(outcome, _Failed):
+                failed += 1
+                error = f"{outcome.path}: {outcome.problem}"
+                rows.append([name, file, "error", "", "", "", "", error])
+                stop = stop or (None if keep_going else outcome)
+                continue
+            numbers = _write_outputs(run_dir, name, outcome)
+            rows.append([name, file, "ok", *numbers, ""])
+            scored += 1
+            unscored += int(numbers[2])
+        if gathered is not None:
+            _write_table(run_dir, [r for r in rows if keep_going or r[2] == "ok"])
+        stop = distributed.broadcast(stop)
+        if stop is not None:
+            raise DatasetFormatError(
+                stop.path,
+                f"{stop.problem}; stopped: {SCORES_CSV} lists the {scored} cloud(s) finished "
+                "(--keep-going goes on past bad clouds)",
+            )
+    return scored, failed, unscored
 
 
 def run(args: argparse.Namespace) -> int:
-    """The ``predict`` command."""
-    written = predict_files(args)
+    """The ``predict`` command (exit status 1 when ``--keep-going`` recorded failures)."""
+    set_deterministic(args.deterministic)  # --deterministic
+    scored, failed, unscored = predict_files(args)
     if not distributed.is_main():
         return 0
-    print(f"scored {written} point clouds; results in {args.out}")
+    gaps = f" ({unscored} input rows unscored: NaN/inf or missing cells)" if unscored else ""
+    print(f"scored {scored} point clouds{gaps}; results in {args.out}")
+    if failed:
+        logger.warning("predict: %d point cloud(s) failed; see %s", failed, args.out / SCORES_CSV)
+        return 1
     return 0

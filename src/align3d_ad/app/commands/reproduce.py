@@ -5,21 +5,25 @@ from __future__ import annotations
 import argparse
 
 from ... import distributed
+from ...device import set_deterministic
 from ..options import config_from_args, require_dir
 from ..runs import start_run
+from ..summary import results_summary
 
 
 def run(args: argparse.Namespace) -> int:
     from ...evaluate.protocol import run_protocol
-    from ...evaluate.tables import to_markdown
 
     require_dir(args.root, "dataset root")
     if args.test_root is not None:
         require_dir(args.test_root, "test dataset root")
     config = config_from_args(args, args.config)
+    set_deterministic(config.deterministic)  # --deterministic
     run_dir = start_run(args, args.out, config)
     doc = run_protocol(config, run_dir, root=args.root, test_root=args.test_root,
                        weights=args.weights)  # fmt: skip
     if distributed.is_main():
-        print(to_markdown(doc))
+        runs = ", ".join(doc["runs"])
+        results_summary(args, run_dir, title=f"reproduced {doc.get('setting')}: trained on {runs}",
+                        doc=doc)  # fmt: skip
     return 0

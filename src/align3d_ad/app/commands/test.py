@@ -1,39 +1,79 @@
-"""``align3d-ad test``: score a dataset with a trained checkpoint and write its metrics."""
+"""``align3d-ad test``: score a dataset with a trained checkpoint and write its metrics.
+
+The dataset is checked before anything is written or the backbone is loaded (layout, every
+category's samples, ground truth, file headers). The views are chosen as ``reproduce`` chooses them
+(:func:`~align3d_ad.evaluate.protocol.choose_views`) and recorded in ``run.log`` and
+``metrics.json``. A category that fails while being scored still leaves the metrics of the finished
+ones in ``metrics.json`` (the failed one named there), then the command fails with one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ... import distributed
+from ...device import set_deterministic
+from ...errors import Align3DError
 from ..options import config_from_args, require_dir
 from ..runs import start_run
+from ..summary import results_summary
+
+logger = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...evaluate.runner import evaluate_dataset
+    from ...evaluate.protocol import choose_views
+    from ...evaluate.runner import IncompleteEvaluationError, evaluate_dataset, plan_evaluation
     from ...evaluate.tables import combine_runs, write_results
     from ...model.checkpoint import read_checkpoint
     from ...model.detector import load_detector
 
     require_dir(args.root, "dataset root")
     doc = read_checkpoint(args.checkpoint)
+    if getattr(args, "skip_unlabelled", False):
+        args.overrides = [*args.overrides, "eval.on_missing_gt=skip"]
     config = config_from_args(args, args.config)
+    set_deterministic(config.deterministic)  # --deterministic
+    plan = plan_evaluation(
+        args.dataset, args.root, categories=args.categories, eval_config=config.eval
+    )
     run_dir = start_run(args, args.out, config)
     detector = load_detector(
         args.checkpoint, device=args.device, weights=args.weights,
         cache_dir=args.cache_dir, use_cache=not args.no_cache,
     )  # fmt: skip
-    results = evaluate_dataset(
-        detector, args.dataset, args.root, out_dir=run_dir, categories=args.categories,
-        eval_config=config.eval,
-    )  # fmt: skip
+    views = choose_views(detector.config, args.dataset, config.eval.views)
+    if views.changed:
+        detector = detector.with_views(views.preset)
+    logger.info("testing on %s with %s", args.dataset, views.describe())
+    for category, ids in plan.skipped.items():
+        logger.info("%s: skipped %d sample(s) without ground truth: %s",
+                    category, len(ids), ", ".join(ids))  # fmt: skip
+    backbone = doc["backbone"]
+    header = {
+        "setting": f"test on {args.dataset}",
+        "backbone": f"{backbone['name']} ({backbone.get('source', 'weights')}; {backbone['fingerprint']})",
+        "random_weights": backbone["random_weights"],
+        "views": {args.dataset: views.to_dict()},
+    }
+    try:
+        results = evaluate_dataset(
+            detector, args.dataset, args.root, out_dir=run_dir, eval_config=config.eval, plan=plan
+        )
+    except IncompleteEvaluationError as err:
+        done = err.results
+        if distributed.is_main():
+            write_results(run_dir, combine_runs(
+                {"test": done}, **header, skipped=done.skipped, failed={err.category: err.cause}
+            ))  # fmt: skip
+        finished = ", ".join(done) or "none"
+        raise Align3DError(
+            f"{err}; metrics of the categories finished before it ({finished}) written to "
+            f"{run_dir / 'metrics.json'}"
+        ) from err
     if not distributed.is_main():
         return 0
-    backbone = doc["backbone"]
-    table = write_results(run_dir, combine_runs(
-        {"test": results}, setting=f"test on {args.dataset}",
-        backbone=f"{backbone['name']} ({backbone.get('source', 'weights')}; {backbone['fingerprint']})",
-        random_weights=backbone["random_weights"],
-    ))  # fmt: skip
-    print(table)
+    write_results(run_dir, combine_runs({"test": results}, **header, skipped=results.skipped))
+    results_summary(args, run_dir, title=f"tested on {args.dataset} ({args.root})")
     return 0

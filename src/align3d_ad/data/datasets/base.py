@@ -3,7 +3,10 @@
 A reader turns one dataset folder, laid out as the dataset is distributed (DATASETS.md), into
 cheap :class:`SampleRef` descriptions (no data loaded) and, on demand, into
 :class:`~align3d_ad.data.PointCloudSample` objects. Readers never skip anything silently: every file
-they ignore or find suspicious is appended to :attr:`DatasetReader.problems`.
+they ignore or find suspicious (a broken or self-looping symlink included) is appended to
+:attr:`DatasetReader.problems`. Before a long job, :meth:`DatasetReader.check_layout` says when the
+folder has another layout than the reader's, :meth:`DatasetReader.missing_labels` which samples
+cannot be evaluated and :meth:`DatasetReader.check_files` which files are truncated.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 
 from ...errors import ConfigError, DatasetFormatError
 from ..sample import PointCloudSample
+from ._headers import check_file, describe_unreadable, unreadable_entries
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,10 @@ class DatasetReader(ABC):
 
     name: ClassVar[str] = ""
     labelled_split: ClassVar[str] = "test"
+    #: The folder layout in words (named when a folder does not have it).
+    layout: ClassVar[str] = ""
+    #: Globs, relative to the root, of which one matches in every dataset with this layout.
+    layout_globs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, root: str | Path) -> None:
         root = Path(root).expanduser()
@@ -86,6 +94,7 @@ class DatasetReader(ABC):
         self.problems: list[tuple[Path, str]] = []
         self.skipped: list[Path] = []
         self._seen: set[tuple[Path, str]] = set()
+        self._grouped: dict[str, list[Path]] = {}
         self._categories: list[str] | None = None
         self._splits: dict[str, list[str]] = {}
         self._refs: dict[tuple[str, str], list[SampleRef]] = {}
@@ -146,14 +155,91 @@ class DatasetReader(ABC):
             raise ConfigError(f"ref.dataset must be {self.name!r}, got {ref.dataset!r}")
         return self._load(ref)
 
+    @classmethod
+    def looks_like(cls, root: str | Path) -> bool:
+        """Cheap guess: has ``root`` (or its single subfolder) this reader's layout?"""
+        root = Path(root)
+        if not cls.layout_globs:
+            return True
+        inner = subdirs(root) if root.is_dir() else []
+        roots = [root, *inner] if len(inner) == 1 else [root]
+        return any(next(r.glob(g), None) is not None for r in roots for g in cls.layout_globs)
+
+    def check_layout(self) -> None:
+        """Raise DatasetFormatError when :attr:`root` holds no sample of this reader's layout.
+
+        The message names the layout expected and, when another reader's layout matches, that
+        reader. Cheap: globs first, then scans up to the first sample found.
+        """
+        layout = self.layout or "see DATASETS.md"
+        if self.looks_like(self.root):
+            if next(self.iter_refs(), None) is not None:
+                return
+            raise DatasetFormatError(
+                self.root,
+                f"no {self.name} samples found: its folders hold no sample files ({layout})",
+            )
+        others = [
+            name for name, cls in sorted(_REGISTRY.items())
+            if name != self.name and cls.layout_globs and cls.looks_like(self.root)
+        ]  # fmt: skip
+        hint = ""
+        if others:
+            hint = f"; it looks like a {others[0]} dataset (pass --dataset {others[0]})"
+        raise DatasetFormatError(
+            self.root,
+            f"no {self.name} samples found: the folder does not have the {self.name} layout "
+            f"({layout}){hint}",
+        )
+
+    def missing_labels(self, ref: SampleRef) -> tuple[Path, str] | None:
+        """Why ``ref`` cannot be evaluated, as ``(file at fault, problem)``; None if it can."""
+        if ref.label is None:
+            path = next(iter(ref.paths.values()), self.root)
+            return Path(path), f"sample {ref.key} has no label ({ref.split} is unlabelled)"
+        return None
+
+    def check_files(self, ref: SampleRef) -> None:
+        """Raise DatasetFormatError for a file of ``ref`` that is missing, empty or truncated.
+
+        Reads headers only (see :mod:`._headers`); a file that passes may still fail to decode.
+        """
+        for path in self._files_read(ref):
+            check_file(path)
+
+    def flush_warnings(self) -> None:
+        """Log, as one warning per kind, the problems recorded with a ``group`` since last time."""
+        for group, paths in self._grouped.items():
+            names = ", ".join(_relative(path, self.root) for path in paths)
+            logger.warning("%s: %d file(s): %s", group, len(paths), names)
+        self._grouped.clear()
+
     # ------------------------------------------------------------------ for subclasses
     def _is_category_dir(self, path: Path) -> bool:  # pragma: no cover - overridden
         return False
 
+    def _files_read(self, ref: SampleRef) -> list[Path]:
+        """The files :meth:`load` reads for ``ref`` (default: all of ``ref.paths``)."""
+        return [Path(path) for path in ref.paths.values()]
+
+    def _subdirs(self, path: Path) -> list[Path]:
+        """:func:`subdirs`, recording the entries that are neither files nor folders."""
+        self._report_unreadable(path)
+        return subdirs(path)
+
+    def _files(self, path: Path) -> list[Path]:
+        """:func:`files`, recording the entries that are neither files nor folders."""
+        self._report_unreadable(path)
+        return files(path)
+
+    def _report_unreadable(self, path: Path) -> None:
+        for entry in unreadable_entries(path):
+            self._skip(entry, describe_unreadable(entry))
+
     def _find_categories(self) -> list[str]:
         """Subfolders of :attr:`root` accepted by ``_is_category_dir``; others are problems."""
         found = []
-        for child in subdirs(self.root):
+        for child in self._subdirs(self.root):
             if self._is_category_dir(child):
                 found.append(child.name)
             else:
@@ -187,13 +273,21 @@ class DatasetReader(ABC):
                 f"category must be one of {valid} in {self.name} at {self.root}, got {category!r}"
             )
 
-    def _problem(self, path: str | Path, problem: str) -> None:
-        """Record (once) that ``path`` is suspicious."""
+    def _problem(self, path: str | Path, problem: str, *, group: str | None = None) -> None:
+        """Record (once) that ``path`` is suspicious.
+
+        Logged as a warning at once, or, with ``group``, quietly: :meth:`flush_warnings` then logs
+        every file of the group in one warning.
+        """
         entry = (Path(path), problem)
         if entry not in self._seen:
             self._seen.add(entry)
             self.problems.append(entry)
-            logger.warning("%s: %s", path, problem)
+            if group is None:
+                logger.warning("%s: %s", path, problem)
+            else:
+                logger.debug("%s: %s", path, problem)
+                self._grouped.setdefault(group, []).append(Path(path))
 
     def _skip(self, path: str | Path, reason: str) -> None:
         """Record (once) that ``path`` was left unread, and why."""
@@ -210,6 +304,13 @@ class DatasetReader(ABC):
 def subdirs(path: Path) -> list[Path]:
     """Non-hidden subfolders of ``path``, sorted by name."""
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def files(path: Path) -> list[Path]:

@@ -11,6 +11,14 @@ official ``depth2pc`` convention, ``pose.txt`` being camera-to-world: p_world = 
 ``pose="camera"`` keeps the camera frame. (M3DM/CPMF apply the inverse pose; both are rigid
 transforms of the same cloud.) The cloud stays organised (grid H x W).
 
+Up axis: the ``eyecandies`` views assume the world z axis points up, i.e. that the camera looks at
+the object from above (along about ``-z``); nothing in the dataset states it. The reader derives the
+camera's viewing direction from ``pose.txt`` (camera +z, the depth2pc convention, rotated by the
+pose; +z itself in the camera frame) and stores it in ``meta["view_direction"]``; ``inspect``
+reports it per category and rendering refuses views that would see the scan from behind
+(:func:`align3d_ad.render.facing.check_facing`). ``up="-z"`` turns every cloud 180 degrees about x
+(z down becomes z up), ``up="auto"`` turns exactly those whose camera looks from below.
+
 Colours: ``image_<image_index>``; the default 5 (global lighting) is what the official anomalib
 conversion uses; M3DM uses 4 (left spotlight) - pass ``image_index=4`` to match it.
 
@@ -31,7 +39,7 @@ import yaml
 from ...errors import ConfigError, DatasetFormatError
 from ..formats import read_image
 from ..sample import PointCloudSample
-from .base import DatasetReader, SampleRef, as_mask, as_rgb01, files, register_dataset, subdirs
+from .base import DatasetReader, SampleRef, as_mask, as_rgb01, register_dataset, subdirs
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,9 @@ NORMAL_SPLITS = ("train", "val")  # splits with good samples only [V], §2.1
 NUM_IMAGES = 6  # image_0 .. image_5, §2.2
 DEFAULT_IMAGE_INDEX = 5  # global lighting; the official anomalib conversion's choice, §2.5
 POSE_MODES = ("world", "camera")
+UP_MODES = ("z", "-z", "auto")  #: the world's up axis, or "auto": turned per sample (module doc)
+#: 180 degrees about x: turns a cloud whose camera looks from below (+z) into one seen from above.
+TURN_UP = np.diag([1.0, -1.0, -1.0])
 MASK_KINDS = ("bumps", "dents", "colors", "normals")  # the four per-type masks, §2.2
 ITEM_SUFFIX = {"info_depth": "yaml", "metadata": "yaml", "obj_params": "yaml", "pose": "txt"}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -90,6 +101,19 @@ def eyecandies_depth_to_points(
     return xyz.astype(np.float32)
 
 
+def camera_direction(pose: np.ndarray | None) -> np.ndarray:
+    """Unit viewing direction of the camera in the frame of the points (camera frame: +z).
+
+    The camera looks along its +z (X right, Y down, Z = depth, as :func:`eyecandies_depth_to_points`
+    back-projects); ``pose`` (4, 4) camera-to-world rotates that into the world frame.
+    """
+    forward = np.array([0.0, 0.0, 1.0])
+    if pose is None:
+        return forward
+    d = np.asarray(pose, dtype=np.float64)[:3, :3] @ forward
+    return d / np.linalg.norm(d)
+
+
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file; raise DatasetFormatError naming it when it cannot be read."""
     try:
@@ -111,18 +135,30 @@ class EyecandiesReader(DatasetReader):
         image_index: Which ``image_<k>`` gives the colours (0..5, default 5).
         pose: ``"world"`` applies ``pose.txt`` (camera-to-world, official ``depth2pc``);
             ``"camera"`` keeps camera coordinates.
+        up: ``"z"`` (default) keeps the frame; ``"-z"`` turns every cloud 180 degrees about x;
+            ``"auto"`` turns those whose camera looks from below (along +z). See the module doc.
     """
 
     name = "eyecandies"
     labelled_split = "test_public"
+    layout = "<Category>/<split>/data/<id>_<item>.<ext>"
+    layout_globs = ("*/*/data", "*/*/*/data")
 
     def __init__(
-        self, root: str | Path, *, image_index: int = DEFAULT_IMAGE_INDEX, pose: str = "world"
+        self,
+        root: str | Path,
+        *,
+        image_index: int = DEFAULT_IMAGE_INDEX,
+        pose: str = "world",
+        up: str = "z",
     ) -> None:
         if isinstance(image_index, bool) or image_index not in range(NUM_IMAGES):
             raise ConfigError(f"image_index must be an integer in 0..5, got {image_index!r}")
         if pose not in POSE_MODES:
             raise ConfigError(f"pose must be one of {list(POSE_MODES)}, got {pose!r}")
+        if up not in UP_MODES:
+            raise ConfigError(f"up must be one of {list(UP_MODES)}, got {up!r}")
+        self.up = up
         self.image_index = int(image_index)
         self.pose = pose
         self._cat_dirs: dict[str, Path] = {}
@@ -133,7 +169,7 @@ class EyecandiesReader(DatasetReader):
         return any((child / "data").is_dir() for child in subdirs(path))
 
     def _find_categories(self) -> list[str]:
-        for child in subdirs(self.root):
+        for child in self._subdirs(self.root):
             inner = subdirs(child)
             if self._is_category_dir(child):
                 self._cat_dirs[child.name] = child
@@ -145,7 +181,7 @@ class EyecandiesReader(DatasetReader):
 
     def _find_splits(self, category: str) -> list[str]:
         found = []
-        for child in subdirs(self._cat_dirs[category]):
+        for child in self._subdirs(self._cat_dirs[category]):
             if (child / "data").is_dir():
                 found.append(child.name)
             else:
@@ -172,7 +208,7 @@ class EyecandiesReader(DatasetReader):
         """``{id: {item: path}}`` and ``{id: id as written}`` of the files in ``data_dir``."""
         groups: dict[int, dict[str, Path]] = {}
         prefixes: dict[int, str] = {}
-        for path in files(data_dir):
+        for path in self._files(data_dir):
             head, sep, rest = path.name.partition("_")
             key = rest.split(".", 1)[0]
             if not (sep and head.isdigit() and key and "." in rest):
@@ -206,6 +242,10 @@ class EyecandiesReader(DatasetReader):
         depth = self._read_depth(depth_path, paths["info_depth"])
         pose = self._read_pose(paths["pose"])
         xyz = eyecandies_depth_to_points(depth, pose=pose if self.pose == "world" else None)
+        direction = camera_direction(pose if self.pose == "world" else None)
+        turned = self.up == "-z" or (self.up == "auto" and direction[2] > 0)
+        if turned:  # TURN_UP is its own transpose
+            xyz, direction = (xyz @ TURN_UP).astype(np.float32), TURN_UP @ direction
         image_path = paths[f"image_{self.image_index}"]
         colors = as_rgb01(read_image(image_path), depth.shape, path=image_path, grid=depth_path)
         label, mask, kinds = None, None, []
@@ -225,11 +265,34 @@ class EyecandiesReader(DatasetReader):
                 "split": ref.split,
                 "frame": self.pose,
                 "pose": pose,
+                "view_direction": direction,
+                "turned_up": turned,
                 "anomaly_types": kinds,
                 "paths": dict(ref.paths),
                 **({"gt_grid": mask > 0} if mask is not None else {}),
             },
         )
+
+    def missing_labels(self, ref: SampleRef) -> tuple[Path, str] | None:
+        """A sample of a labelled split needs its metadata (the label) and its mask."""
+        if self._is_labelled(ref):
+            for key in ("metadata", "mask"):
+                if key not in ref.paths:
+                    problem = f"file is missing: sample {ref.key} has no {key}"
+                    return self._expected(ref, key), problem
+        return super().missing_labels(ref)
+
+    def _files_read(self, ref: SampleRef) -> list[Path]:
+        keys = ["depth", "info_depth", "pose", f"image_{self.image_index}"]
+        if self._is_labelled(ref):
+            keys += ["metadata", "mask", *(f"{k}_mask" for k in MASK_KINDS if ref.label != 0)]
+        return [Path(ref.paths[key]) for key in keys if key in ref.paths]
+
+    def _expected(self, ref: SampleRef, key: str) -> Path:
+        """Where item ``key`` of ``ref`` would be."""
+        data_dir = self._cat_dirs[ref.category] / ref.split / "data"
+        stem = ref.sample_id.rsplit("/", 1)[-1]
+        return data_dir / f"{stem}_{key}.{ITEM_SUFFIX.get(key, 'png')}"
 
     def _is_labelled(self, ref: SampleRef) -> bool:
         self.refs(ref.category, ref.split)  # the scan decides (cached)
@@ -240,11 +303,9 @@ class EyecandiesReader(DatasetReader):
         keys += ["metadata", "mask"] if labelled else []
         for key in keys:
             if key not in ref.paths:
-                data_dir = self._cat_dirs[ref.category] / ref.split / "data"
-                stem = ref.sample_id.rsplit("/", 1)[-1]
-                expected = data_dir / f"{stem}_{key}.{ITEM_SUFFIX.get(key, 'png')}"
                 raise DatasetFormatError(
-                    expected, f"file is missing: sample {ref.sample_id} needs items {keys}"
+                    self._expected(ref, key),
+                    f"file is missing: sample {ref.sample_id} needs items {keys}",
                 )
         return {key: Path(path) for key, path in ref.paths.items()}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from ...errors import ConfigError
 from ..io import SUPPORTED_SUFFIXES, load_point_cloud
 from ..sample import PointCloudSample
+from ._headers import describe_unreadable
 from .base import DatasetReader, SampleRef, natural_key, register_dataset
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class FolderReader(DatasetReader):
 
     name = "folder"
     labelled_split = SPLIT
+    layout = f"point-cloud files ({', '.join(DEFAULT_SUFFIXES)}) anywhere under the folder"
 
     def __init__(self, root: str | Path, *, suffixes: Sequence[str] | None = None) -> None:
         root = Path(root).expanduser()
@@ -60,12 +62,14 @@ class FolderReader(DatasetReader):
     def _candidates(self) -> list[Path]:
         if self._single is not None:
             return [self._single.resolve()]
-        found = [
-            path
-            for path in self.root.rglob("*")
-            if path.is_file()
-            and not any(part.startswith(".") for part in path.relative_to(self.root).parts)
-        ]
+        found = []
+        for path in self.root.rglob("*"):
+            if any(part.startswith(".") for part in path.relative_to(self.root).parts):
+                continue
+            if path.is_file():
+                found.append(path)
+            elif not path.is_dir():  # a broken or looping symlink: never silently left out
+                self._skip(path, describe_unreadable(path))
         return sorted(found, key=lambda p: natural_key(p.relative_to(self.root).as_posix()))
 
     def _find_splits(self, category: str) -> list[str]:

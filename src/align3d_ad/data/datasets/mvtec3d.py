@@ -18,7 +18,7 @@ import numpy as np
 
 from ..formats import read_image, read_tiff_xyz
 from ..sample import PointCloudSample, valid_point_mask
-from .base import DatasetReader, SampleRef, as_mask, as_rgb01, files, register_dataset, subdirs
+from .base import DatasetReader, SampleRef, as_mask, as_rgb01, register_dataset, subdirs
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class MVTec3DReader(DatasetReader):
 
     name = "mvtec3d"
     labelled_split = "test"
+    layout = "<category>/{train,validation,test}/<defect>/{xyz,rgb,gt}/NNN.{tiff,png,png}"
+    layout_globs = ("*/*/*/xyz", f"{WRAPPER_FOLDER}/*/*/*/xyz")
 
     def __init__(self, root: str | Path) -> None:
         root = Path(root).expanduser()
@@ -55,17 +57,17 @@ class MVTec3DReader(DatasetReader):
 
     def _find_splits(self, category: str) -> list[str]:
         cat_dir = self.root / category
-        for child in subdirs(cat_dir):
+        for child in self._subdirs(cat_dir):
             if child.name not in SPLITS and child.name != "calibration":
                 self._skip(child, f"not a split folder (splits are {', '.join(SPLITS)})")
         return [split for split in SPLITS if (cat_dir / split).is_dir()]
 
     def _scan(self, category: str, split: str) -> list[SampleRef]:
         split_dir = self.root / category / split
-        for path in files(split_dir):
+        for path in self._files(split_dir):
             self._skip(path, "plain file in a split folder (expected defect folders)")
         refs: list[SampleRef] = []
-        for defect_dir in subdirs(split_dir):
+        for defect_dir in self._subdirs(split_dir):
             refs.extend(self._scan_defect(category, split, defect_dir))
         return refs
 
@@ -106,7 +108,7 @@ class MVTec3DReader(DatasetReader):
         if not folder.is_dir():
             return None
         found = {}
-        for path in files(folder):
+        for path in self._files(folder):
             if path.suffix.lower() in suffixes:
                 found[path.stem] = path
             else:
@@ -114,6 +116,14 @@ class MVTec3DReader(DatasetReader):
                     path, f"unexpected file in {folder.name}/ (expected {'/'.join(suffixes)})"
                 )
         return found
+
+    def missing_labels(self, ref: SampleRef) -> tuple[Path, str] | None:
+        """An anomalous test sample without its gt mask cannot be evaluated."""
+        if ref.label == 1 and "gt" not in ref.paths:
+            xyz = Path(ref.paths["xyz"])
+            gt = xyz.parent.parent / "gt" / f"{xyz.stem}{IMAGE_SUFFIX}"
+            return gt, f"file is missing: anomalous sample {ref.key} has no gt mask"
+        return super().missing_labels(ref)
 
     def _load(self, ref: SampleRef) -> PointCloudSample:
         xyz_path = Path(ref.paths["xyz"])

@@ -9,14 +9,17 @@ scan is normal iff its stem contains ``good``; test stems follow ``<id>_<kind>[_
 Points are native (no resampling), no colours. Good scans: the PCD's points, all-False point labels
 (gt files of good scans are not read, like the official loader). Anomalous scans follow the official
 protocol: the gt txt ``gt/<stem>.txt`` (``x y z label``, label > 0.5 anomalous) **is** the point
-set; the PCD is read to check it. Policy ``gt_mismatch``:
+set; the PCD is read to check it (the official loader never compares the two). Policy
+``gt_mismatch``:
 
-* ``"error"`` (default): a txt with another row count than the PCD raises DatasetFormatError;
-* ``"use_txt"``: that case is recorded as a problem and the txt is used.
+* ``"use_txt"`` (default, the official protocol): a txt with another row count than the PCD is
+  recorded as a problem and the txt is used;
+* ``"error"``: that case raises DatasetFormatError.
 
 With equal counts, txt rows are matched to PCD points by nearest coordinates (row order is never
 assumed); rows farther than ``gt_tolerance`` from every PCD point are recorded as a problem (five
-real scans have such mismatches, §3.3) and the txt is still used.
+real scans have such mismatches, §3.3) and the txt is still used. Every mismatch is a problem
+(``inspect`` lists them); :meth:`~.base.DatasetReader.flush_warnings` logs them in one warning.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from scipy.spatial import cKDTree
 from ...errors import ConfigError, DatasetFormatError
 from ..formats import read_pcd, read_xyz_txt
 from ..sample import PointCloudSample
-from .base import DatasetReader, SampleRef, files, register_dataset
+from .base import DatasetReader, SampleRef, register_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,15 @@ PCD_SUFFIX = ".pcd"
 GT_SUFFIX = ".txt"
 NORMAL_MARK = "good"  # "normal iff the path contains good" - official loader [V], §3.1
 TEMPLATE_MARK = "temp"  # official loaders drop test files containing it [V], §3.1
-GT_MISMATCH_POLICIES = ("error", "use_txt")
+GT_MISMATCH_POLICIES = ("use_txt", "error")
+DEFAULT_GT_MISMATCH = "use_txt"  # the official loader evaluates on the txt's points [V], §3.3
+#: The one warning that lists every gt txt not matching its PCD.
+GT_MISMATCH_WARNING = (
+    "real3d: gt txt differs from its PCD; scored on the txt's points (the official protocol; "
+    "details: align3d-ad inspect)"
+)
+#: The command-line flag that turns the default back on after gt_mismatch: error.
+USE_TXT_FLAG = "--set 'eval.reader_options={gt_mismatch: use_txt}'"
 DEFAULT_GT_TOLERANCE = 0.01  # match radius (dataset units, ~mm) of a public loader, §3.3
 LABEL_THRESHOLD = 0.5  # labels are parsed as floats: 0/1 or 0.000000/1.000000 [U], §3.3
 _TEST_NAME = re.compile(r"^(?P<id>\d+)_(?P<kind>[A-Za-z]+)(?P<extra>(?:_[A-Za-z0-9]+)*)$")
@@ -67,18 +78,21 @@ class Real3DReader(DatasetReader):
 
     Args:
         root: Folder holding the class folders (``airplane``, ...).
-        gt_mismatch: ``"error"`` or ``"use_txt"`` for a gt txt whose row count differs from the PCD.
+        gt_mismatch: ``"use_txt"`` (default, official protocol) or ``"error"`` for a gt txt whose
+            row count differs from the PCD.
         gt_tolerance: Distance beyond which a gt row counts as not found in the PCD.
     """
 
     name = "real3d"
     labelled_split = "test"
+    layout = "<class>/{train,test}/*.pcd with gt/<stem>.txt for the anomalous test scans"
+    layout_globs = ("*/train/*.pcd", "*/test/*.pcd")
 
     def __init__(
         self,
         root: str | Path,
         *,
-        gt_mismatch: str = "error",
+        gt_mismatch: str = DEFAULT_GT_MISMATCH,
         gt_tolerance: float = DEFAULT_GT_TOLERANCE,
     ) -> None:
         if gt_mismatch not in GT_MISMATCH_POLICIES:
@@ -100,7 +114,11 @@ class Real3DReader(DatasetReader):
     def _scan(self, category: str, split: str) -> list[SampleRef]:
         cat_dir = self.root / category
         refs = []
-        for path in files(cat_dir / split):
+        for folder in self._subdirs(cat_dir / split):
+            self._skip(
+                folder, f"folder inside {split}/ (Real3D-AD keeps the {PCD_SUFFIX} files here)"
+            )
+        for path in self._files(cat_dir / split):
             if path.suffix.lower() != PCD_SUFFIX:
                 self._skip(path, f"not a {PCD_SUFFIX} file")
             elif split == "test" and TEMPLATE_MARK in path.stem:
@@ -138,9 +156,21 @@ class Real3DReader(DatasetReader):
         gt_dir = cat_dir / GT_FOLDER
         if not gt_dir.is_dir():
             return
-        for path in files(gt_dir):
+        for path in self._files(gt_dir):
             if path.suffix.lower() != GT_SUFFIX or path.stem not in stems:
                 self._skip(path, f"no matching test/{path.stem}{PCD_SUFFIX}")
+
+    def missing_labels(self, ref: SampleRef) -> tuple[Path, str] | None:
+        """An anomalous scan without its gt txt cannot be evaluated."""
+        if ref.label == 1 and "gt" not in ref.paths:
+            gt = self.root / ref.category / GT_FOLDER / (Path(ref.paths["pcd"]).stem + GT_SUFFIX)
+            return gt, f"file is missing: anomalous scan {ref.key} has no gt point labels"
+        return super().missing_labels(ref)
+
+    def _files_read(self, ref: SampleRef) -> list[Path]:
+        """The PCD, and the gt txt of an anomalous scan (a good scan's gt is never read)."""
+        keys = ("pcd", "gt") if ref.label == 1 else ("pcd",)
+        return [Path(ref.paths[key]) for key in keys if key in ref.paths]
 
     def _load(self, ref: SampleRef) -> PointCloudSample:
         pcd_path = Path(ref.paths["pcd"])
@@ -191,9 +221,11 @@ class Real3DReader(DatasetReader):
             )
             if self.gt_mismatch == "error":
                 raise DatasetFormatError(
-                    gt_path, problem + " (pass gt_mismatch='use_txt' to use the txt)"
+                    gt_path,
+                    f"{problem} (gt_mismatch is 'error'; to score the txt's points as the official "
+                    f"loader does, pass {USE_TXT_FLAG})",
                 )
-            self._problem(gt_path, problem + "; using the txt points")
+            self._problem(gt_path, problem + "; using the txt points", group=GT_MISMATCH_WARNING)
             return points, labels
         far = self._unmatched(points, pcd)
         if far.size:
@@ -201,6 +233,7 @@ class Real3DReader(DatasetReader):
                 gt_path,
                 f"{far.size} of {len(points)} gt rows lie farther than {self.gt_tolerance:g} "
                 f"from every point of {pcd_path.name} (max {far.max():.4g}); using the txt points",
+                group=GT_MISMATCH_WARNING,
             )
         return points, labels
 
