@@ -18,7 +18,7 @@ NAN_ROW, ZERO_ROW = 57, 411
 
 
 def _predict(capsys, checkpoint: Path, *argv) -> tuple[int, str, str]:
-    argv = ["predict", "--checkpoint", checkpoint, *argv, "--device", "cpu", "--quiet"]
+    argv = ["predict", "--checkpoint", checkpoint, *argv, "--device", "cpu"]
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -58,6 +58,21 @@ def test_txt_gets_one_score_per_row_nan_only_where_not_a_point(capsys, trained_r
     ply = read_ply(tmp_path / "p" / "scan.ply")  # one vertex per scored point, in input order
     np.testing.assert_array_equal(ply["anomaly_score"], scores[~np.isnan(scores)])
     np.testing.assert_array_equal(ply["z"], np.delete(xyz, NAN_ROW, axis=0)[:, 2])
+
+
+def test_summary_ends_with_the_paths_and_quiet_prints_only_them(capsys, trained_run, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for seed in (1, 2):
+        _write_txt(scans / f"s{seed}.txt", _cloud(seed, 300))
+    code, out, _ = _predict(capsys, trained_run, scans, "--out", tmp_path / "a")
+    assert code == 0
+    assert out.splitlines() == ["scored 2 point clouds", f"run folder: {tmp_path / 'a'}",
+                                f"scores:     {tmp_path / 'a' / 'object_scores.csv'}"]  # fmt: skip
+    code, out, err = _predict(capsys, trained_run, scans, "--out", tmp_path / "b", "--quiet")
+    assert code == 0 and err == ""
+    assert out.splitlines() == [f"run folder: {tmp_path / 'b'}",
+                                f"scores:     {tmp_path / 'b' / 'object_scores.csv'}"]  # fmt: skip
 
 
 def test_tiff_gets_its_grid_with_nan_exactly_at_missing_cells(

@@ -84,6 +84,11 @@ def test_training_is_deterministic_and_resume_is_exact(tmp_path, synth_mvtec, fe
     monkeypatch.setattr("align3d_ad.training.trainer.stage2_epoch", real_epoch)
     train_model(config, resumed, resume=True)
     assert _heads_equal(full, resumed)
+    # checkpoint.json keeps one record per epoch, the interrupted run's included
+    history = read_checkpoint(full)["history"]
+    epochs = [(1, e + 1) for e in range(config.train.stage1_epochs)] + [(2, 1), (2, 2), (2, 3)]
+    assert [(h["stage"], h["epoch"]) for h in history] == epochs
+    assert history == first.history and read_checkpoint(resumed)["history"] == history
 
 
 def test_training_learns_to_separate_held_out_points(tmp_path, synth_mvtec, feature_cache):

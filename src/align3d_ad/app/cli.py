@@ -33,16 +33,18 @@ class TerminalFormatter(logging.Formatter):
         return text
 
 
-def _setup_logging(quiet: bool, verbose: bool = False) -> None:
-    """Log records on stderr, above the progress bars: warnings and up under ``--quiet``,
-    information by default, debug records too under ``--verbose``."""
+def _setup_logging(quiet: bool, verbose: bool = False, *, other_rank: bool = False) -> None:
+    """Log records on stderr, above the progress bars: errors only under ``--quiet``, warnings
+    and up on the other ranks of a torchrun job, information by default, debug records too
+    under ``--verbose``."""
     from ..progress import TerminalHandler, set_quiet
 
-    set_quiet(quiet)
-    stream = TerminalHandler(sys.stderr, verbose=verbose and not quiet)
+    set_quiet(quiet or other_rank)
+    stream = TerminalHandler(sys.stderr, verbose=verbose and not (quiet or other_rank))
     stream.setFormatter(TerminalFormatter("%(message)s"))
     log.handlers[:] = [stream]
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    level = (logging.ERROR if quiet else logging.WARNING if other_rank
+             else logging.DEBUG if verbose else logging.INFO)  # fmt: skip
     log.setLevel(min(level, logging.INFO))  # run.log (INFO and up) sees every run's information
     stream.setLevel(level)
 
@@ -70,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if distributed.active():
             prefix += f" [rank {distributed.rank()}]"
         # under torchrun only rank 0 shows progress and information; every rank shows problems
-        _setup_logging(args.quiet or not distributed.is_main(), getattr(args, "verbose", False))
+        _setup_logging(args.quiet, getattr(args, "verbose", False),
+                       other_rank=not distributed.is_main())  # fmt: skip
         return int(handler(args.command)(args) or 0)
     except Align3DError as err:
         _say(f"{prefix}: error: {err}")

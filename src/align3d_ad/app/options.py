@@ -15,7 +15,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: from config, 0)")
     talk = parser.add_mutually_exclusive_group()
     talk.add_argument("--quiet", action="store_true",
-                      help="no progress bars or information: only problems and the final paths")
+                      help="no progress bars, information or warnings: only errors and the final "
+                      "paths (run.log keeps everything)")
     talk.add_argument("--verbose", action="store_true",
                       help="debug messages too (exact values, internal details)")
 

@@ -48,14 +48,16 @@ FULL_FP32 = "highest,cuda-tf32=False,cudnn-tf32=False"
 def use_full_fp32() -> None:
     """Run float32 matmuls and cuDNN convolutions in full fp32 (no TF32), process-wide.
 
-    A process-wide setting (torch has no per-module one), logged when it changes anything.
+    A process-wide setting (torch has no per-module one), logged when it changes anything (at
+    info level where CUDA is available, the only place TF32 exists; at debug level elsewhere).
     """
     before = matmul_mode()
     torch.set_float32_matmul_precision("highest")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if before != FULL_FP32:
-        logger.info("float32 matmuls and convolutions set to full fp32 (were %s)", before)
+        level = logging.INFO if torch.cuda.is_available() else logging.DEBUG
+        logger.log(level, "float32 matmuls and convolutions set to full fp32 (were %s)", before)
 
 
 __all__ = ["FULL_FP32", "matmul_mode", "use_full_fp32"]

@@ -113,8 +113,10 @@ def backbone_record(backbone: Backbone) -> dict[str, Any]:
 def save_checkpoint(
     run_dir: Path, head: AnomalyHead, *, config: Config, backbone: Backbone,
     progress: dict[str, Any], training_data: dict[str, Any], optimizers: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
 ) -> None:  # fmt: skip
-    """Write the resume state, the head and the JSON description (each atomically)."""
+    """Write the resume state, the head and the JSON description (each atomically);
+    ``history``: one record per finished epoch (stage, epoch, losses), kept in the JSON."""
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     with atomic_path(run_dir / STATE_FILE) as tmp:
         torch.save(
@@ -132,6 +134,7 @@ def save_checkpoint(
         "backbone": backbone_record(backbone),
         "progress": progress,
         "training_data": training_data,
+        "history": list(history or []),
         "seed": config.seed,
         "versions": versions(),
     }

@@ -102,6 +102,14 @@ def _load_resume_state(
             ) from err
 
 
+def _before(record: Any, progress_state: dict[str, Any]) -> bool:
+    """Whether a history ``record`` is of an epoch finished at ``progress_state``."""
+    at = (record.get("stage"), record.get("epoch")) if isinstance(record, dict) else None
+    if at is None or not all(isinstance(v, int) for v in at):
+        return False
+    return at <= (progress_state["stage"], progress_state["epoch"])
+
+
 def train_model(
     config: Config,
     run_dir: str | Path,
@@ -155,6 +163,8 @@ def train_model(
     samples = samples if samples is not None else load_training_samples(config)
     encoder = make_encoder(config, backbone)
     result = TrainResult(run_dir)
+    if doc is not None:  # the epochs finished before the interruption
+        result.history = [dict(r) for r in doc.get("history", []) if _before(r, progress_state)]
     start = time.perf_counter()
     needs_colour = head.aligner is not None and config.train.stage1_epochs > 0
     items = build_train_items(samples, encoder, with_colour=needs_colour, seed=config.seed)
@@ -179,6 +189,7 @@ def train_model(
         save_checkpoint(
             run_dir, head, config=config, backbone=backbone, progress=progress_state,
             training_data=training_data, optimizers={"stage1": opt1, **opt2} if opt1 else opt2,
+            history=result.history,
         )  # fmt: skip
 
     grid = encoder.grid_size

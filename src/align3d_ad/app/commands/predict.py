@@ -30,6 +30,7 @@ from ...progress import progress
 from ...viz.ply import save_scored_ply
 from ..inputs import SCORES_CSV, Candidate, find_inputs
 from ..runs import attach_log_file, new_run_dir, write_run_info
+from ..summary import finish
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
     if not distributed.is_main():
         return 0
     gaps = f" ({unscored} input rows unscored: NaN/inf or missing cells)" if unscored else ""
-    print(f"scored {scored} point clouds{gaps}; results in {args.out}")
+    lines = [f"scored {scored} point cloud{'s' if scored != 1 else ''}{gaps}"]
+    finish(args, lines, [("run folder", args.out), ("scores", args.out / SCORES_CSV)])
     if failed:
         logger.warning("predict: %d point cloud(s) failed; see %s", failed, args.out / SCORES_CSV)
         return 1
