@@ -232,3 +232,13 @@ def test_prompt_learner_on_cuda_matches_cpu() -> None:
     got.sum().backward()
     assert on_cuda.deep_prompts.grad is not None
     torch.testing.assert_close(got.cpu(), want.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("n_ctx", "deep_tokens"), [(23, 0), (3, 23)])
+def test_prompt_learner_refuses_more_tokens_than_the_text_encoder_holds(n_ctx, deep_tokens) -> None:
+    from align3d_ad.errors import ConfigError
+
+    encoder = FakeTextEncoder()  # 24 tokens: start-of-text plus at most 22 contexts
+    with pytest.raises(ConfigError, match=r"^method\.n_ctx \(\d+\) and method\.deep_tokens \(\d+\) "
+                       r"must be at most 22: the text encoder holds 24 tokens"):  # fmt: skip
+        PromptLearner(encoder, n_ctx=n_ctx, deep_tokens=deep_tokens)

@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ..errors import Align3DError, ShapeError
+from ..errors import Align3DError, ConfigError, ShapeError
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,8 @@ class PromptLearner(nn.Module):
     ) -> None:
         super().__init__()
         if n_ctx < 1 or deep_tokens < 0 or init_std < 0:
-            raise ValueError(
-                "n_ctx must be >= 1, deep_tokens >= 0 and init_std >= 0, "
+            raise ConfigError(
+                "method.n_ctx must be >= 1, method.deep_tokens >= 0 and init_std >= 0, "
                 f"got {n_ctx}, {deep_tokens}, {init_std}"
             )
         if isinstance(text_encoder, nn.Module):
@@ -120,9 +120,10 @@ class PromptLearner(nn.Module):
         self.n_ctx = n_ctx
         width = int(text_encoder.width)
         if 1 + max(n_ctx, deep_tokens) >= text_encoder.context_length:
-            raise ValueError(
-                f"n_ctx ({n_ctx}) and deep_tokens ({deep_tokens}) must be < the context length "
-                f"{text_encoder.context_length} minus SOT"
+            raise ConfigError(
+                f"method.n_ctx ({n_ctx}) and method.deep_tokens ({deep_tokens}) must be at most "
+                f"{text_encoder.context_length - 2}: the text encoder holds "
+                f"{text_encoder.context_length} tokens, start-of-text included"
             )
         tokens = self._tokenize([normal_template, anomalous_template])
         with torch.no_grad():
