@@ -240,10 +240,11 @@ def test_demo_ends_with_the_summary_and_the_report_path(demo_run):
     assert text[-2] == f"run folder: {out}"
     assert text[-3].startswith("warning: tiny-clip has random weights: ")
     assert "not comparable with published results" in text[-3]
-    header, points, grid = text[-6:-3]
+    header, points, grid, reference = text[-7:-3]
     assert header.split() == ["mean", "of", "9", "categories", "O-AUROC", "P-AUROC", "AUPRO"]
     for row, variant, label in ((points, "foreground", "points only"),
-                                (grid, "grid", "organised grid (published protocol)")):  # fmt: skip
+                                (grid, "grid", "organised grid, background 0"),
+                                (reference, "reference", "reference style (as published)")):  # fmt: skip
         assert row.startswith(f"  {label} ")
         mean = doc["mean"]
         expected = [mean["object"]["o_auroc"], mean[variant]["p_auroc"], mean[variant]["aupro"]]
@@ -389,5 +390,5 @@ def test_epoch_postfix_and_the_metrics_table():
     assert metrics_table(doc) == [
         "mean of 2 categories (cookie, dowel)   O-AUROC  P-AUROC    AUPRO",
         "  points only                             74.1     53.9     14.9",
-        "  organised grid (published protocol)     74.1     85.4      n/a",
+        "  organised grid, background 0            74.1     85.4      n/a",
     ]
