@@ -41,7 +41,8 @@ MAX_SEED = 2**32 - 1
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "render": {"projection": ("orthographic", "perspective")},
     "backbone": {"precision": ("fp32", "bf16", "fp16")},
-    "method": {"variant": METHOD_VARIANTS, "branches": BRANCHES, "smoothing": ("knn", "grid", "none")},
+    "method": {"variant": METHOD_VARIANTS, "branches": BRANCHES, "smoothing": ("knn", "grid", "none"),
+               "postprocess": ("native", "reference")},
     "eval": {"aupro_method": ("exact", "official"), "on_missing_gt": ("error", "skip")},
 }
 #: Allowed ranges of the numeric keys, per section ("" = top level): "> a", ">= a" or an interval
@@ -140,6 +141,10 @@ class MethodConfig:
     smoothing: str = "knn"  #: knn (3D Gaussian over neighbours) | grid (reference) | none
     smoothing_sigma: float = 4.0  #: knn: Gaussian sigma in point spacings (reference: 4 grid px)
     grid_sigma: float = 4.0  #: grid: Gaussian sigma in grid pixels
+    #: native (ours: every point at native resolution, bilinear, 3D smoothing) | reference
+    #: (REFERENCE.md §1/§3: eval.grid_size² resampling, nearest reading, grid_sigma blur of the
+    #: whole grid; replaces `smoothing`); see docs/reproduce.md
+    postprocess: str = "native"
 
     def __post_init__(self) -> None:
         check_section(self, "method")
