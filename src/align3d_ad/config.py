@@ -39,7 +39,7 @@ MAX_SEED = 2**32 - 1
 
 #: Allowed values of the choice keys, per section.
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "render": {"projection": ("orthographic", "perspective")},
+    "render": {"projection": ("orthographic", "perspective"), "style": ("ours", "reference")},
     "backbone": {"precision": ("fp32", "bf16", "fp16")},
     "method": {"variant": METHOD_VARIANTS, "branches": BRANCHES, "smoothing": ("knn", "grid", "none"),
                "postprocess": ("native", "reference")},
@@ -99,6 +99,9 @@ class RenderConfig:
     image_size: int | None = None  #: None = the backbone's input size
     splat_radius: float | None = None  #: pixels; None = chosen from the point spacing
     projection: str = "orthographic"  #: orthographic | perspective
+    #: ours (the settings above) | reference (REFERENCE.md §2: Open3D's camera fit, square points,
+    #: Phong, 8-bit bicubic downsize; render/reference.py); see docs/reproduce.md
+    style: str = "ours"
 
     def __post_init__(self) -> None:
         check_section(self, "render")
