@@ -116,3 +116,13 @@ def test_visibility_is_a_single_winner_per_336_pixel_and_maps_back_project():
     assert 0.6 < float(grey[grey < 1].mean()) < 0.95 and float(grey.max()) == 1.0
     maps = torch.rand(1, 9, 2, 24, 24)
     assert back_project(maps, rendering)[0].shape == (len(pts), 2)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 6, 7, 8, 12])
+def test_trailing_min_equals_the_window_minimum(size):
+    from align3d_ad.render.reference import _trailing_min
+
+    x = torch.randint(0, 1000, (2, 5, 30))
+    got = _trailing_min(x, size, 2)
+    expected = torch.stack([x[..., max(0, j - size + 1) : j + 1].amin(-1) for j in range(30)], -1)
+    assert torch.equal(got, expected)

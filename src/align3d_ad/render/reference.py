@@ -164,13 +164,30 @@ def _square_zbuffer(uv, depth, size: int, window: int) -> torch.Tensor:
     views = torch.arange(n_v, device=depth.device)[:, None].expand(n_v, n)
     flat = (views * side + anchor[..., 1]) * side + anchor[..., 0]
     img = zbuffer(keys[inside], flat[inside], n_v * side * side).view(n_v, side, side)
-    out = img.clone()  # pixel j is covered by the anchors j - size + 1 .. j: separable min filter
-    for s in range(1, size):
-        out[:, :, s:] = torch.minimum(out[:, :, s:], img[:, :, :-s])
-    img = out.clone()
-    for s in range(1, size):
-        out[:, s:, :] = torch.minimum(out[:, s:, :], img[:, :-s, :])
+    # pixel j is covered by the anchors j - size + 1 .. j: a separable trailing min filter
+    out = _trailing_min(_trailing_min(img, size, 2), size, 1)
     return decode_keys(out[:, pad : pad + window, pad : pad + window].contiguous())
+
+
+def _trailing_min(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """``out[j] = min(x[j - size + 1 .. j])`` along ``dim`` (out-of-range terms ignored).
+
+    Doubling: after k passes each entry holds the min of the 2^k entries ending at it; two
+    overlapping windows of 2^k cover ``size`` (O(log size) passes, not size).
+    """
+    span, cur = 1, x
+    while 2 * span <= size:
+        nxt = cur.clone()
+        nxt.narrow(dim, span, x.shape[dim] - span).copy_(torch.minimum(
+            cur.narrow(dim, span, x.shape[dim] - span), cur.narrow(dim, 0, x.shape[dim] - span)))
+        cur, span = nxt, 2 * span
+    rest = size - span
+    if rest == 0:
+        return cur
+    out = cur.clone()
+    out.narrow(dim, rest, x.shape[dim] - rest).copy_(torch.minimum(
+        cur.narrow(dim, rest, x.shape[dim] - rest), cur.narrow(dim, 0, x.shape[dim] - rest)))
+    return out
 
 
 def _resize_8bit(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -315,6 +332,7 @@ def render_reference_samples(
     with_labels: bool = True,
 ):
     """:func:`~.rendering.render_samples` in reference style: a :class:`~.rendering.Rendering`."""
+    from .camera import point_spacing
     from .rendering import Rendering
     from .views import get_view_preset
 
@@ -345,7 +363,8 @@ def render_reference_samples(
         points=torch.cat([torch.from_numpy(s.points) for s in samples]).to(device),
         counts=counts, preset=preset, settings=settings,
         centres=torch.zeros(n_b, 3, dtype=torch.float64), scales=torch.ones(n_b, dtype=torch.float64),
-        spacing=torch.zeros(n_b), splat_radius=torch.tensor(
+        spacing=torch.tensor([point_spacing(torch.from_numpy(s.points)) for s in samples]),
+        splat_radius=torch.tensor(
             [point_size_for(style, s.category) * settings.image_size / style.window / 2
              for s in samples]),
         depth_tolerance=torch.zeros(n_b), color_images=parts["color_images"],
