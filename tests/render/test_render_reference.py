@@ -126,3 +126,18 @@ def test_trailing_min_equals_the_window_minimum(size):
     got = _trailing_min(x, size, 2)
     expected = torch.stack([x[..., max(0, j - size + 1) : j + 1].amin(-1) for j in range(30)], -1)
     assert torch.equal(got, expected)
+
+
+def test_normals_are_the_smallest_eigenvector_with_the_solvers_sign():
+    from align3d_ad.render.reference import _robust_smallest_eigenvector, estimate_normals
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(200, 3, 3))
+    cov = a @ a.transpose(0, 2, 1)
+    got = _robust_smallest_eigenvector(cov)
+    _, vec = np.linalg.eigh(cov)
+    np.testing.assert_allclose(np.abs((got * vec[..., 0]).sum(1)), 1.0, atol=1e-8)
+    # an axis-aligned flat patch: diagonal covariance, the solver returns +z
+    g = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2)
+    flat = np.c_[g, np.zeros(25)]
+    np.testing.assert_array_equal(estimate_normals(flat, 10.0, 25), np.tile([0, 0, 1], (25, 1)))

@@ -340,8 +340,10 @@ def render_samples(
     from .reference import ReferenceRenderSettings, render_reference_samples
 
     if isinstance(settings, ReferenceRenderSettings):
-        return render_reference_samples(samples, preset, settings, device=device,
-                                        with_colors=with_colors, with_labels=with_labels)  # fmt: skip
+        return Rendering(**render_reference_samples(
+            samples, preset, settings, device=device, with_colors=with_colors,
+            with_labels=with_labels,
+        ))  # fmt: skip
     check_facing(samples, preset)  # a scan seen from behind its camera would show its far side
     device = torch.device("cpu") if device is None else torch.device(device)
     points = [torch.from_numpy(s.points).to(device) for s in samples]
