@@ -249,7 +249,7 @@ def test_demo_ends_with_the_summary_and_the_report_path(demo_run):
         mean = doc["mean"]
         expected = [mean["object"]["o_auroc"], mean[variant]["p_auroc"], mean[variant]["aupro"]]
         assert row.split()[-3:] == [f"{100 * v:.1f}" for v in expected]
-    assert text[-7].startswith("demo finished in ") and "tested zero-shot on 9 categories" in text[-7]
+    assert text[-8].startswith("demo finished in ") and "tested zero-shot on 9 categories" in text[-8]
     # the summary, not the report: no Markdown table, heading or picture link reached the screen
     assert not any(x.startswith(("|", "#", "- ")) or "](" in x for x in lines)
 
@@ -262,8 +262,8 @@ def test_test_command_on_a_terminal_and_piped(test_runs):
     assert text[-1] == f"report:     {base / 'tty' / 'metrics.md'}"
     assert text[-2] == f"run folder: {base / 'tty'}"
     assert text[-3].startswith("warning: tiny-clip has random weights: ")
-    assert text[-6].split() == ["bagel", "O-AUROC", "P-AUROC", "AUPRO"]
-    assert text[-7].startswith("tested on mvtec3d (")
+    assert text[-7].split() == ["bagel", "O-AUROC", "P-AUROC", "AUPRO"]
+    assert text[-8].startswith("tested on mvtec3d (")
     # piped: no bar, no carriage-return redraw, and the very lines the terminal showed
     assert b"\r" not in piped and "█".encode() not in piped
     piped_lines = piped.decode().splitlines()
