@@ -39,9 +39,10 @@ MAX_SEED = 2**32 - 1
 
 #: Allowed values of the choice keys, per section.
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "render": {"projection": ("orthographic", "perspective")},
+    "render": {"projection": ("orthographic", "perspective"), "style": ("ours", "reference")},
     "backbone": {"precision": ("fp32", "bf16", "fp16")},
-    "method": {"variant": METHOD_VARIANTS, "branches": BRANCHES, "smoothing": ("knn", "grid", "none")},
+    "method": {"variant": METHOD_VARIANTS, "branches": BRANCHES, "smoothing": ("knn", "grid", "none"),
+               "postprocess": ("native", "reference")},
     "eval": {"aupro_method": ("exact", "official"), "on_missing_gt": ("error", "skip")},
 }
 #: Allowed ranges of the numeric keys, per section ("" = top level): "> a", ">= a" or an interval
@@ -98,6 +99,9 @@ class RenderConfig:
     image_size: int | None = None  #: None = the backbone's input size
     splat_radius: float | None = None  #: pixels; None = chosen from the point spacing
     projection: str = "orthographic"  #: orthographic | perspective
+    #: ours (the settings above) | reference (REFERENCE.md §2: Open3D's camera fit, square points,
+    #: Phong, 8-bit bicubic downsize; render/reference.py); see docs/reproduce.md
+    style: str = "ours"
 
     def __post_init__(self) -> None:
         check_section(self, "render")
@@ -140,6 +144,10 @@ class MethodConfig:
     smoothing: str = "knn"  #: knn (3D Gaussian over neighbours) | grid (reference) | none
     smoothing_sigma: float = 4.0  #: knn: Gaussian sigma in point spacings (reference: 4 grid px)
     grid_sigma: float = 4.0  #: grid: Gaussian sigma in grid pixels
+    #: native (ours: every point at native resolution, bilinear, 3D smoothing) | reference
+    #: (REFERENCE.md §1/§3: eval.grid_size² resampling, nearest reading, grid_sigma blur of the
+    #: whole grid; replaces `smoothing`); see docs/reproduce.md
+    postprocess: str = "native"
 
     def __post_init__(self) -> None:
         check_section(self, "method")

@@ -240,15 +240,16 @@ def test_demo_ends_with_the_summary_and_the_report_path(demo_run):
     assert text[-2] == f"run folder: {out}"
     assert text[-3].startswith("warning: tiny-clip has random weights: ")
     assert "not comparable with published results" in text[-3]
-    header, points, grid = text[-6:-3]
+    header, points, grid, reference = text[-7:-3]
     assert header.split() == ["mean", "of", "9", "categories", "O-AUROC", "P-AUROC", "AUPRO"]
     for row, variant, label in ((points, "foreground", "points only"),
-                                (grid, "grid", "organised grid (published protocol)")):  # fmt: skip
+                                (grid, "grid", "organised grid, background 0"),
+                                (reference, "reference", "reference style (as published)")):  # fmt: skip
         assert row.startswith(f"  {label} ")
         mean = doc["mean"]
         expected = [mean["object"]["o_auroc"], mean[variant]["p_auroc"], mean[variant]["aupro"]]
         assert row.split()[-3:] == [f"{100 * v:.1f}" for v in expected]
-    assert text[-7].startswith("demo finished in ") and "tested zero-shot on 9 categories" in text[-7]
+    assert text[-8].startswith("demo finished in ") and "tested zero-shot on 9 categories" in text[-8]
     # the summary, not the report: no Markdown table, heading or picture link reached the screen
     assert not any(x.startswith(("|", "#", "- ")) or "](" in x for x in lines)
 
@@ -261,8 +262,8 @@ def test_test_command_on_a_terminal_and_piped(test_runs):
     assert text[-1] == f"report:     {base / 'tty' / 'metrics.md'}"
     assert text[-2] == f"run folder: {base / 'tty'}"
     assert text[-3].startswith("warning: tiny-clip has random weights: ")
-    assert text[-6].split() == ["bagel", "O-AUROC", "P-AUROC", "AUPRO"]
-    assert text[-7].startswith("tested on mvtec3d (")
+    assert text[-7].split() == ["bagel", "O-AUROC", "P-AUROC", "AUPRO"]
+    assert text[-8].startswith("tested on mvtec3d (")
     # piped: no bar, no carriage-return redraw, and the very lines the terminal showed
     assert b"\r" not in piped and "█".encode() not in piped
     piped_lines = piped.decode().splitlines()
@@ -389,5 +390,5 @@ def test_epoch_postfix_and_the_metrics_table():
     assert metrics_table(doc) == [
         "mean of 2 categories (cookie, dowel)   O-AUROC  P-AUROC    AUPRO",
         "  points only                             74.1     53.9     14.9",
-        "  organised grid (published protocol)     74.1     85.4      n/a",
+        "  organised grid, background 0            74.1     85.4      n/a",
     ]

@@ -15,7 +15,11 @@ from typing import Any
 from ..evaluate.tables import headline
 
 #: The point-metric variants of a results document and their row labels.
-POINT_VARIANTS = (("foreground", "points only"), ("grid", "organised grid (published protocol)"))
+POINT_VARIANTS = (
+    ("foreground", "points only"),
+    ("grid", "organised grid, background 0"),
+    ("reference", "reference style (as published)"),
+)
 #: The columns of the table: (metric key, header).
 COLUMNS = (("o_auroc", "O-AUROC"), ("p_auroc", "P-AUROC"), ("aupro", "AUPRO"))
 #: Categories named in the table's title; more are counted.

@@ -1,8 +1,8 @@
 """Published numbers to compare with (METHOD.md §8): O-AUROC / O-AP / P-AUROC / AUPRO, x100.
 
 Source: the Align3D-AD paper (arXiv 2605.05850, May 2026), which also lists PointAD (NeurIPS 2024)
-in the same protocol. Point metrics there are computed on the resized organised grid with background
-cells included (this project's ``grid`` variant); NaN where the paper reports no value.
+in the same protocol. Point metrics there are PointAD's arithmetic (this project's ``reference``
+variant, REFERENCE.md §4); NaN where the paper reports no value.
 """
 
 from __future__ import annotations

@@ -100,13 +100,17 @@ def plan_evaluation(
     reader = get_dataset(dataset, root, **cfg.reader_options)
     reader.check_layout()
     available = reader.categories()
-    names = list(categories) if categories else [c for c in available if c not in set(exclude)]
+    names = list(categories) if categories else list(available)
     unknown = [c for c in names if c not in available]
     if unknown:
         raise ConfigError(
             f"categories must be among those of {dataset} at {root} ({', '.join(available)}), "
             f"got {', '.join(unknown)}"
         )
+    left_out = [c for c in names if c in set(exclude)]
+    if left_out and categories:  # the auxiliary is never tested on its own training split
+        logger.warning("left out of this run's test: %s (trained on)", ", ".join(left_out))
+    names = [c for c in names if c not in set(exclude)]
     if not names:
         raise ConfigError(f"no categories left to test in {root} after excluding {list(exclude)}")
     split = cfg.split or reader.labelled_split
@@ -243,7 +247,8 @@ def _score(
         samples = [reader.load(ref) for ref in refs[start:stop]]
         for k, (sample, pred) in enumerate(zip(samples, detector.predict(samples))):
             entries.append((start + k, scores.score(
-                sample, pred.point_scores, pred.object_score, foreground=pred.foreground
+                sample, pred.point_scores, pred.object_score, foreground=pred.foreground,
+                reference=getattr(pred, "reference", None),
             )))  # fmt: skip
             if on_prediction is not None:
                 on_prediction(sample, pred)
@@ -251,7 +256,9 @@ def _score(
 
 def _short(scores: Scores) -> str:
     o, f, g = scores["object"], scores["foreground"], scores["grid"]
+    r = scores.get("reference", {"p_auroc": float("nan"), "aupro": float("nan")})
     return (
         f"O-AUROC {o['o_auroc']:.3f}  O-AP {o['o_ap']:.3f}  P-AUROC {f['p_auroc']:.3f} "
-        f"(grid {g['p_auroc']:.3f})  AUPRO {f['aupro']:.3f} (grid {g['aupro']:.3f})"
+        f"(grid {g['p_auroc']:.3f}, reference {r['p_auroc']:.3f})  AUPRO {f['aupro']:.3f} "
+        f"(grid {g['aupro']:.3f}, reference {r['aupro']:.3f})"
     )

@@ -13,8 +13,13 @@ Point metrics come in two variants, named plainly:
   unorganised clouds, connected components of the anomalous points under a radius graph
   (:func:`~align3d_ad.evaluate.regions.point_regions`).
 * ``grid``: over the organised grid resized to ``grid_size`` x ``grid_size`` with the legacy nearest
-  mapping (as PointAD and Align3D-AD do), every cell included and background scored 0 — what the
-  published tables report. Undefined (NaN) for unorganised clouds.
+  mapping (as PointAD and Align3D-AD do), every cell included and background scored 0.
+  Undefined (NaN) for unorganised clouds.
+* ``reference``: the arithmetic of the published tables (REFERENCE.md §4, :mod:`.reference`): GT
+  bilinear-resized to ``grid_size`` then > 0.5, every cell with the score the post-processing left
+  there (the reference post-processing's blurred 336 x 336 map when the detector gives one, else
+  the nearest-resized grid with background 0), cflow-style AUPRO; for unorganised clouds P-AUROC
+  over every point scored (Real3D-AD: the resampled points), no AUPRO.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ..data.sample import PointCloudSample
 from ..errors import DatasetFormatError
 from ._inputs import UndefinedMetricWarning
 from .metrics import object_metrics, point_metrics
+from .reference import reference_gt, reference_point_metrics
 from .regions import grid_regions, point_regions
 
 
@@ -47,6 +53,8 @@ class SampleScores:
     point_regions: np.ndarray
     grid_scores: np.ndarray | None = None
     grid_labels: np.ndarray | None = None
+    reference_scores: np.ndarray | None = None
+    reference_labels: np.ndarray | None = None
 
 
 @dataclass
@@ -63,6 +71,8 @@ class CategoryScores:
     point_regions: list[np.ndarray] = field(default_factory=list)
     grid_scores: list[np.ndarray] = field(default_factory=list)
     grid_labels: list[np.ndarray] = field(default_factory=list)
+    reference_scores: list[np.ndarray] = field(default_factory=list)
+    reference_labels: list[np.ndarray] = field(default_factory=list)
 
     def score(
         self,
@@ -71,6 +81,7 @@ class CategoryScores:
         object_score: float,
         *,
         foreground: np.ndarray | None = None,
+        reference: tuple[np.ndarray, np.ndarray | None] | None = None,
     ) -> SampleScores:
         """What :meth:`append` records for one labelled sample's prediction (nothing is stored).
 
@@ -79,6 +90,9 @@ class CategoryScores:
             point_scores: (N,) scores of its points.
             object_score: Its object score.
             foreground: bool (N,) points the detector scored; None = all.
+            reference: What reference post-processing scored, for the ``reference`` variant:
+                organised, ``(map, None)`` with the (grid_size, grid_size) map; unorganised,
+                ``(scores, labels)`` of the resampled points. None = built from ``point_scores``.
         """
         if sample.label is None or sample.point_labels is None:
             missing = "label" if sample.label is None else "point labels (no ground truth)"
@@ -102,8 +116,16 @@ class CategoryScores:
             size = (self.grid_size, self.grid_size)
             entry.grid_scores = sample.to_grid(point_scores).reshape(-1)[src].reshape(size)
             entry.grid_labels = gt.reshape(-1)[src].reshape(size)
+            entry.reference_labels = reference_gt(gt, self.grid_size)
+            entry.reference_scores = entry.grid_scores
+            if reference is not None:
+                entry.reference_scores = _checked_map(reference[0], size, sample)
         else:
             entry.point_regions = point_regions(sample.points[keep], labels[keep])
+            entry.reference_scores, entry.reference_labels = point_scores, labels
+            if reference is not None:
+                entry.reference_scores = np.asarray(reference[0], dtype=np.float32)
+                entry.reference_labels = np.asarray(reference[1], dtype=bool)
         return entry
 
     def append(self, entry: SampleScores) -> None:
@@ -117,6 +139,9 @@ class CategoryScores:
         if entry.grid_scores is not None:
             self.grid_scores.append(entry.grid_scores)
             self.grid_labels.append(entry.grid_labels)
+        if entry.reference_scores is not None:
+            self.reference_scores.append(entry.reference_scores)
+            self.reference_labels.append(entry.reference_labels)
 
     def add(
         self,
@@ -125,12 +150,15 @@ class CategoryScores:
         object_score: float,
         *,
         foreground: np.ndarray | None = None,
+        reference: tuple[np.ndarray, np.ndarray | None] | None = None,
     ) -> None:
         """Record the prediction for one labelled sample (:meth:`score` then :meth:`append`)."""
-        self.append(self.score(sample, point_scores, object_score, foreground=foreground))
+        self.append(self.score(
+            sample, point_scores, object_score, foreground=foreground, reference=reference
+        ))  # fmt: skip
 
     def metrics(self, *, method: str = "exact", max_fpr: float = 0.3) -> dict[str, dict[str, float]]:
-        """{"object": {o_auroc, o_ap}, "foreground": {p_auroc, aupro}, "grid": {p_auroc, aupro}}."""
+        """{"object": {o_auroc, o_ap}, and {p_auroc, aupro} of "foreground", "grid", "reference"}."""
         opts = {"method": method, "max_fpr": max_fpr}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -142,6 +170,12 @@ class CategoryScores:
                 out["grid"] = point_metrics(self.grid_labels, self.grid_scores, **opts).to_dict()
             else:
                 out["grid"] = {"p_auroc": math.nan, "aupro": math.nan}
+            if self.reference_scores and len(self.reference_scores) == len(self.labels):
+                out["reference"] = reference_point_metrics(
+                    self.reference_labels, self.reference_scores
+                ).to_dict()
+            else:
+                out["reference"] = {"p_auroc": math.nan, "aupro": math.nan}
         return out
 
     def save(self, path: str | Path) -> None:
@@ -159,6 +193,13 @@ class CategoryScores:
         if self.grid_scores:
             arrays["grid_scores"] = np.stack(self.grid_scores).astype(np.float32)
             arrays["grid_labels"] = np.stack(self.grid_labels)
+        if self.reference_scores:
+            arrays["reference_shapes"] = np.array(
+                [(*a.shape, 0)[:2] for a in self.reference_scores], dtype=np.int64
+            )
+            arrays["reference_scores"] = _cat([a.reshape(-1) for a in self.reference_scores],
+                                              np.float32)  # fmt: skip
+            arrays["reference_labels"] = _cat([a.reshape(-1) for a in self.reference_labels], bool)
         with atomic_path(path) as tmp, tmp.open("wb") as fh:
             np.savez_compressed(fh, **arrays)
 
@@ -179,7 +220,25 @@ class CategoryScores:
             if "grid_scores" in data:
                 out.grid_scores = list(data["grid_scores"])
                 out.grid_labels = list(data["grid_labels"])
+            if "reference_shapes" in data:
+                shapes = [tuple(int(v) for v in row if v > 0) for row in data["reference_shapes"]]
+                cuts = np.cumsum([math.prod(sh) for sh in shapes])[:-1]
+                out.reference_scores = [a.reshape(sh) for a, sh in
+                                        zip(np.split(data["reference_scores"], cuts), shapes)]
+                out.reference_labels = [a.reshape(sh) for a, sh in
+                                        zip(np.split(data["reference_labels"], cuts), shapes)]
         return out
+
+
+def _checked_map(value: np.ndarray, size: tuple[int, int], sample: PointCloudSample) -> np.ndarray:
+    """A reference score map, checked to have the evaluation grid's shape."""
+    value = np.asarray(value, dtype=np.float32)
+    if value.shape != size:
+        raise DatasetFormatError(
+            sample.source or sample.sample_id or "sample",
+            f"reference score map must have shape {size} (eval.grid_size), got {value.shape}",
+        )
+    return value
 
 
 def _cat(arrays: list[np.ndarray], dtype) -> np.ndarray:

@@ -10,8 +10,16 @@ The JSON layout is the source of truth::
      "categories": {category: {variant: {metric: value}}},   # mean over runs
      "mean": {variant: {metric: value}}}
 
-``variant`` is ``object`` (O-AUROC, O-AP), ``foreground`` (P-AUROC, AUPRO over valid points only)
-or ``grid`` (the resized organised grid with background scored 0, as published tables use).
+``variant`` is ``object`` (O-AUROC, O-AP), ``foreground`` (P-AUROC, AUPRO over valid points only),
+``grid`` (the resized organised grid with background scored 0) or ``reference`` (the published
+tables' arithmetic, REFERENCE.md §4; the variant printed beside the published row).
+
+Averaging (stated in every table): ``categories`` is, per category, the mean over the runs that
+tested it; ``mean`` the mean of those over categories. ``mean_of_runs`` is the other convention,
+the mean over runs of each run's own mean over its categories; the two differ when the runs test
+different categories (one-vs-rest: each auxiliary is left out of its own run). A category whose
+value is undefined (NaN) is left out of a mean; ``mean_count`` says over how many categories each
+mean runs and ``undefined`` names the categories left out.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ import numpy as np
 from .._atomic import atomic_write_text
 from .published import METRICS, published_row
 
-VARIANTS = ("object", "foreground", "grid")
+VARIANTS = ("object", "foreground", "grid", "reference")
+#: The point variant printed beside a published row (falls back to ``grid`` in older documents).
+PUBLISHED_VARIANT = "reference"
 METRIC_NAMES = {"o_auroc": "O-AUROC", "o_ap": "O-AP", "p_auroc": "P-AUROC", "aupro": "AUPRO"}
 
 Scores = dict[str, dict[str, float]]  # variant -> metric -> value
@@ -51,16 +61,36 @@ def _nanmean(values: list[float]) -> float:
     return float(arr.mean()) if arr.size else math.nan
 
 
+def undefined_categories(per_category: Mapping[str, Scores]) -> dict[str, dict[str, list[str]]]:
+    """``{variant: {metric: [category, ...]}}`` of the NaN (undefined) entries, left out of means."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for category, scores in per_category.items():
+        for variant, metrics in scores.items():
+            for metric, value in metrics.items():
+                names = out.setdefault(variant, {}).setdefault(metric, [])
+                if value is None or math.isnan(value):
+                    names.append(category)
+    return out
+
+
 def combine_runs(runs: Mapping[str, Mapping[str, Scores]], **header: Any) -> dict[str, Any]:
-    """Build the metrics.json document from per-run, per-category scores."""
+    """Build the metrics.json document from per-run, per-category scores (module docstring)."""
     categories = sorted({c for run in runs.values() for c in run})
     per_category = {c: mean_scores({r: runs[r][c] for r in runs if c in runs[r]}) for c in categories}
+    run_means = {name: mean_scores(run) for name, run in runs.items()}
+    undefined = undefined_categories(per_category)
     return {
         **header,
-        "runs": {name: {"categories": dict(run), "mean": mean_scores(run)} for name, run in runs.items()},
+        "runs": {name: {"categories": dict(run), "mean": run_means[name]} for name, run in runs.items()},
         "categories": per_category,
         "mean": mean_scores(per_category),
-    }
+        "mean_of_runs": mean_scores(run_means),
+        "mean_count": {v: {m: len(per_category) - len(names) for m, names in ms.items()}
+                       for v, ms in undefined.items()},
+        "undefined": {v: {m: names for m, names in ms.items() if names}
+                      for v, ms in undefined.items() if any(ms.values())},
+        "runs_per_category": {c: sum(c in run for run in runs.values()) for c in categories},
+    }  # fmt: skip
 
 
 def headline(scores: Scores, variant: str) -> dict[str, float]:
@@ -88,25 +118,63 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
         lines += [f"Backbone: `{doc['backbone']}`", ""]
     lines += _notes(doc)
     header = "| category | O-AUROC | O-AP | P-AUROC | AUPRO |"
-    for variant, title in (("foreground", "points only (valid foreground points)"),
-                           ("grid", "resized organised grid, background scored 0 (published protocol)")):
+    for variant, title in VARIANT_TITLES:
+        if variant == "reference" and not doc.get("mean", {}).get("reference"):
+            continue  # documents written before the reference variant existed
         lines += [f"## Point metrics: {title}", "", header, "|---|---|---|---|---|"]
         rows = dict(doc.get("categories", {}))
         rows["**mean**"] = doc.get("mean", {})
         for name, scores in rows.items():
             h = headline(scores, variant)
             lines.append(f"| {name} | " + " | ".join(_fmt(h[m]) for m in METRICS) + " |")
-        lines.append("")
+        lines += ["", *_mean_notes(doc, variant), ""]
     published = published_row(str(doc.get("setting", "")))
     if published:
-        lines += ["## Beside the published numbers (grid variant for point metrics)", "", header,
-                  "|---|---|---|---|---|"]
-        ours = headline(doc.get("mean", {}), "grid")
+        variant = PUBLISHED_VARIANT if doc.get("mean", {}).get(PUBLISHED_VARIANT) else "grid"
+        lines += [f"## Beside the published numbers (this run: `{variant}` variant for point "
+                  "metrics)", "", header, "|---|---|---|---|---|"]  # fmt: skip
+        ours = headline(doc.get("mean", {}), variant)
         lines.append("| this run | " + " | ".join(_fmt(ours[m]) for m in METRICS) + " |")
+        if doc.get("mean_of_runs") and len(doc.get("runs", {})) > 1:
+            other = headline(doc["mean_of_runs"], variant)
+            lines.append("| this run, mean of run means | "
+                         + " | ".join(_fmt(other[m]) for m in METRICS) + " |")  # fmt: skip
         for method, values in published.items():
             lines.append(f"| {method} | " + " | ".join(_fmt(values[m] / 100) for m in METRICS) + " |")
-        lines.append("")
+        lines += ["", f"The `this run` row uses the `{variant}` point metrics "
+                  f"({dict(VARIANT_TITLES)[variant]}).", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+#: The point variants of the markdown tables and their titles.
+VARIANT_TITLES = (
+    ("foreground", "points only (valid foreground points)"),
+    ("grid", "resized organised grid, background scored 0"),
+    ("reference", "reference style, the published tables' arithmetic (bilinear GT > 0.5, every "
+                  "336² cell as post-processed, cflow AUPRO; Real3D-AD: every resampled point)"),
+)  # fmt: skip
+
+
+def _mean_notes(doc: Mapping[str, Any], variant: str) -> list[str]:
+    """How the means of one variant were taken: over runs, over categories, NaN left out."""
+    n = len(doc.get("categories", {}))
+    runs = doc.get("runs_per_category") or {}
+    lines = []
+    if runs and len(doc.get("runs", {})) > 1:
+        counts = sorted(set(runs.values()))
+        lines.append(f"Each category: mean over the {'/'.join(map(str, counts))} runs that tested "
+                     f"it; **mean**: over the {n} categories (the mean of the runs' own means is in "
+                     "metrics.json, `mean_of_runs`).")  # fmt: skip
+    undefined = doc.get("undefined") or {}
+    groups = [undefined.get(variant, {})]
+    if variant == "foreground":  # the object metrics are shared by every table: noted once
+        groups.insert(0, undefined.get("object", {}))
+    for names in groups:
+        for metric, cats in names.items():
+            if cats:
+                lines.append(f"{METRIC_NAMES[metric]} undefined (–) for {', '.join(cats)}: its "
+                             f"mean runs over {n - len(cats)} of {n} categories.")  # fmt: skip
+    return lines
 
 
 def _notes(doc: Mapping[str, Any]) -> list[str]:

@@ -36,6 +36,7 @@ from ..backbone.loader import Backbone
 from ..config import BackboneConfig, Config, config_from_dict
 from ..errors import CheckpointMismatchError, ConfigError
 from ..render import RenderSettings, ViewPreset, get_view_preset, view_preset_from_spec
+from ..render.reference import ReferenceRenderSettings
 from ..versions import versions
 from .head import AnomalyHead
 
@@ -91,6 +92,8 @@ def make_encoder(config: Config, backbone: Backbone) -> ViewEncoder:
         projection=config.render.projection,
         splat_radius=config.render.splat_radius,
     )
+    if config.render.style == "reference":  # REFERENCE.md §2
+        settings = ReferenceRenderSettings(image_size=settings.image_size)
     return ViewEncoder(
         backbone, view_preset(config), settings, cache=cache, batch_size=cfg.batch_size
     )

@@ -60,6 +60,8 @@ class Prediction:
         row_scores: float32, one per row of the sample's source (file or array; grid cells in
             row-major order for organised sources), NaN for rows that were not points (NaN/inf
             rows, missing grid cells); None when the sample does not know its source rows.
+        reference: With ``method.postprocess: reference`` what the ``reference`` metrics read:
+            ``(S x S map, None)`` (organised) or ``(scores, labels)`` of the resampled points.
     """
 
     sample_id: str
@@ -70,6 +72,7 @@ class Prediction:
     branch_global: dict[str, float] = field(default_factory=dict)
     foreground: np.ndarray | None = None
     row_scores: np.ndarray | None = None
+    reference: tuple[np.ndarray, np.ndarray | None] | None = None
 
 
 def fuse_branches(
@@ -164,6 +167,10 @@ class Detector:
     @torch.no_grad()
     def predict_prepared(self, prepared: list[PreparedSample]) -> list[Prediction]:
         """Score samples that :func:`~align3d_ad.data.prepare.prepare_sample` prepared."""
+        if self.config.method.postprocess == "reference":
+            from .reference_post import predict_reference  # REFERENCE.md §1 and §3
+
+            return predict_reference(self, prepared)
         samples = [p.sample for p in prepared]
         rendering = self.encoder.render(samples)
         feats = self.encoder.encode(samples, rendering=rendering)

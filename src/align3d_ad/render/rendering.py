@@ -335,8 +335,15 @@ def render_samples(
     """Render :class:`~align3d_ad.data.PointCloudSample` objects (numpy) on ``device`` (default CPU).
 
     Colours / GT masks are rendered when every sample has them and ``with_colors`` /
-    ``with_labels`` is set.
+    ``with_labels`` is set. :class:`~.reference.ReferenceRenderSettings` render in reference style.
     """
+    from .reference import ReferenceRenderSettings, render_reference_samples
+
+    if isinstance(settings, ReferenceRenderSettings):
+        return Rendering(**render_reference_samples(
+            samples, preset, settings, device=device, with_colors=with_colors,
+            with_labels=with_labels,
+        ))  # fmt: skip
     check_facing(samples, preset)  # a scan seen from behind its camera would show its far side
     device = torch.device("cpu") if device is None else torch.device(device)
     points = [torch.from_numpy(s.points).to(device) for s in samples]
