@@ -111,6 +111,7 @@
   }
   function done() {
     draws += 1;
+    if (draws === 1) document.body.dataset.readyMs = String(Math.round(performance.now()));
     document.body.dataset.viewerDraws = String(draws);
     document.body.dataset.viewer = "ready";
   }
