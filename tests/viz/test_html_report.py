@@ -158,3 +158,25 @@ def test_page_is_self_contained_and_carries_tables_curves_and_clouds():
     assert len(figures) == 6 and page.count('class="plot"') == 6  # 4 curves + 2 histograms
     quiet = render_html(ReportHeader("t", "1", random_weights=False), doc=_doc())
     assert "Random backbone weights" not in quiet and "Gallery" not in quiet
+
+
+def test_view_grid_renders_the_sample_as_the_detector_would():
+    import io
+
+    from PIL import Image
+
+    from align3d_ad.config import DataConfig
+    from align3d_ad.render import RenderSettings, get_view_preset
+    from align3d_ad.viz.gallery import ViewGrid
+
+    u, v = np.meshgrid(np.linspace(-1, 1, 30), np.linspace(-1, 1, 30))
+    xyz = np.stack([u, v, 1.0 - 0.2 * np.exp(-(u**2 + v**2))], -1).astype(np.float32)
+    sample = PointCloudSample.from_grid(xyz, mask=(u > 0.5) & (v > 0.5), sample_id="t", label=1)
+    grid = ViewGrid(get_view_preset("mvtec3d"), RenderSettings(image_size=32),
+                    DataConfig(remove_background=False, keep_largest_cluster=False))  # fmt: skip
+    collect = GalleryCollector(views=grid)
+    collect(sample, SimpleNamespace(object_score=1.0, point_scores=u.ravel(), foreground=None))
+    (item,) = collect.items()
+    with Image.open(io.BytesIO(item.views_png)) as image:
+        assert image.size == (3 * 32 + 2 * 2, 3 * (32 + 14) + 2 * 2)  # viz.grid's exact layout
+    assert item.organised and item.cloud["total"] == 900

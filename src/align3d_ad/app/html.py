@@ -25,8 +25,11 @@ PREDICT_PER_KIND = 6
 
 
 def wanted(args: argparse.Namespace) -> bool:
-    """Whether the command writes ``report.html`` (not under ``--no-report``)."""
-    return not getattr(args, "no_report", False)
+    """Whether this process writes ``report.html``: not under ``--no-report``, and under torchrun
+    rank 0 only (its gallery holds the samples rank 0 scored)."""
+    from .. import distributed
+
+    return not getattr(args, "no_report", False) and distributed.is_main()
 
 
 def view_grid(detector: Any) -> ViewGrid:

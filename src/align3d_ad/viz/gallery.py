@@ -60,7 +60,7 @@ class ViewGrid:
     seed: int = 0
     device: torch.device | str | None = None
 
-    def png(self, sample: PointCloudSample, point_scores: np.ndarray) -> bytes:
+    def __call__(self, sample: PointCloudSample, point_scores: np.ndarray) -> bytes:
         """PNG bytes of ``sample``'s views with ``point_scores`` (per original point) as heat."""
         prepared = prepare_sample(sample, self.data_config, seed=self.seed)
         scores = np.asarray(point_scores)[prepared.foreground][prepared.rendered]
@@ -87,12 +87,13 @@ class GalleryCollector:
     Args:
         per_kind: Samples kept per (category, kind).
         cap: Most points of a cloud shown by the viewer.
-        views: Renders the view grid; None = no view grids.
+        views: ``views(sample, point_scores) -> PNG bytes`` (e.g. a :class:`ViewGrid`); None = no
+            view grids.
         seed: Seed of the point decimation.
     """
 
     def __init__(self, *, per_kind: int = 1, cap: int = DISPLAY_CAP,
-                 views: ViewGrid | Callable | None = None, seed: int = 0) -> None:  # fmt: skip
+                 views: Callable[[PointCloudSample, np.ndarray], bytes] | None = None, seed: int = 0) -> None:  # fmt: skip
         if per_kind < 1:
             raise ValueError(f"per_kind must be at least 1, got {per_kind}")
         self.per_kind, self.cap, self.views, self.seed = per_kind, cap, views, seed
@@ -136,10 +137,7 @@ class GalleryCollector:
         gt = None if sample.point_labels is None else np.asarray(sample.point_labels)[rows]
         cloud = encode_cloud(sample.points[rows], _channels(pred, rows), gt=gt, cap=self.cap,
                              seed=self.seed)  # fmt: skip
-        png = None
-        if self.views is not None:
-            png = self.views.png(sample, pred.point_scores) if isinstance(self.views, ViewGrid) \
-                else self.views(sample, pred.point_scores)
+        png = None if self.views is None else self.views(sample, pred.point_scores)
         return GalleryItem(name=str(sample.sample_id), category=sample.category or "", kind="",
                            label=label, object_score=score, cloud=cloud, views_png=png,
                            organised=bool(sample.is_organised))  # fmt: skip
