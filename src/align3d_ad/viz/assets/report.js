@@ -106,7 +106,7 @@
     m.color = ch.values; m.cmin = ch.lo; m.cmax = ch.hi > ch.lo ? ch.hi : ch.lo + 1e-6;
     m.colorscale = "Jet"; m.showscale = true;
     m.colorbar = { thickness: 12, len: 0.6, title: { text: NAMES[colour.value] || colour.value } };
-    info.textContent = NAMES[colour.value] + " from " + ch.lo.toPrecision(4) + " (blue) to " + ch.hi.toPrecision(4) + " (dark red)";
+    info.textContent = NAMES[colour.value] + " from " + ch.lo.toPrecision(4) + " (blue) to " + ch.hi.toPrecision(4) + " (dark red)."; 
     return m;
   }
   function done() {
