@@ -123,7 +123,7 @@ def test_test_metrics_agree_with_saved_scores(capsys, cli_run, synth_mvtec, tmp_
     assert f"{100 * doc['categories']['cookie']['object']['o_auroc']:.1f}" in md
     # report.html: printed, linked from metrics.md, a gallery entry per category and kind found
     html = (tmp_path / "t" / "report.html").read_text()
-    assert f"html report: {tmp_path / 't' / 'report.html'}" in out and "[report.html]" in md
+    assert f"html:       {tmp_path / 't' / 'report.html'}" in out and "[report.html]" in md
     assert f"{100 * doc['categories']['dowel']['foreground']['p_auroc']:.1f}" in html
     assert {"cookie", "dowel"} <= set(re.findall(r'<option value="\d+">(\w+) / ', html))
 
@@ -158,7 +158,7 @@ def test_predict_files_and_folders(capsys, cli_run, synth_mvtec, tmp_path):
     assert re.search(r'<option value="0">[^<]*' + re.escape(best["file"]) + r" \(highest score\)", html)
     code, out, _ = run(capsys, "predict", "--checkpoint", cli_run, single, "--out", tmp_path / "q",
                        "--device", "cpu", "--no-report")  # fmt: skip
-    assert code == 0 and not (tmp_path / "q" / "report.html").exists() and "html report" not in out
+    assert code == 0 and not (tmp_path / "q" / "report.html").exists() and "html:" not in out
 
 
 def test_predict_bad_input(capsys, cli_run, tmp_path):

@@ -79,7 +79,7 @@ def results_summary(
 
     doc = read_results(run_dir / "metrics.json") if doc is None else doc
     lines = [title, *metrics_table(doc), *random_weights_warning(doc)]
-    html = [("html report", run_dir / "report.html")] if (run_dir / "report.html").exists() else []
+    html = [("html", run_dir / "report.html")] if (run_dir / "report.html").exists() else []
     finish(args, lines, [("run folder", run_dir), *html, ("report", report or run_dir / "metrics.md")])
 
 

@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         path = html.write_report(args.out, title="align3d-ad predict", doc=None, hook=hook,
                                  config=hook.detector.config, clouds=html.predicted_clouds(args.out),
                                  facts=[("checkpoint", str(args.checkpoint))])  # fmt: skip
-        print(f"html report: {path}")
+        print(f"html: {path}")
     if failed:
         logger.warning("predict: %d point cloud(s) failed; see %s", failed, args.out / SCORES_CSV)
         return 1
