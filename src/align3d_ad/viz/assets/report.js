@@ -78,6 +78,7 @@
     thr.value = span > 0 ? Math.round(((value - f.lo) / span) * Number(thr.max)) : 0;
   }
   /* a two-entry colour bar (the same place as the score's, so the scene keeps its size) */
+  function steps(off, on) { return [[0, off], [0.5, off], [0.5, on], [1, on]]; }
   function legend(title, names) {
     return { thickness: 12, len: 0.6, title: { text: title }, tickvals: [0.25, 0.75], ticktext: names };
   }
@@ -87,7 +88,7 @@
       var t = threshold(d), f = fused(d).values, v = new Float32Array(d.n), hits = 0, inGt = 0;
       for (var k = 0; k < d.n; k++) { if (f[k] >= t) { v[k] = 1; hits++; if (d.gt && d.gt[k]) inGt++; } }
       m.color = v; m.cmin = 0; m.cmax = 1; m.showscale = true;
-      m.colorscale = [[0, "#c8c8c8"], [1, "#e6194b"]];
+      m.colorscale = steps("#c8c8c8", "#e6194b");
       m.colorbar = legend("predicted", ["below", "at or above"]);
       var note = hits.toLocaleString() + " of " + d.n.toLocaleString() + " shown points at or above " + t.toPrecision(4);
       if (d.gt && hits) note += "; " + (100 * inGt / hits).toFixed(1) + "% of them in the ground truth";
@@ -97,7 +98,7 @@
     thrText.textContent = threshold(d).toPrecision(4);
     if (colour.value === "gt" && d.gt) {
       m.color = d.gt; m.cmin = 0; m.cmax = 1; m.showscale = true;
-      m.colorscale = [[0, "#b4b4b4"], [1, "#ff00ff"]];
+      m.colorscale = steps("#b4b4b4", "#ff00ff");
       m.colorbar = legend("ground truth", ["normal", "anomalous"]);
       info.textContent = "ground truth: magenta = anomalous, grey = normal";
       return m;
