@@ -119,14 +119,20 @@ def test_curves_match_scikit_learn_and_histograms_are_fractions():
         assert sum(trace["y"]) == pytest.approx(1.0, abs=1e-4)
     assert hist["layout"]["shapes"][0]["x0"] == 0.75
     assert histogram_figure(cs, "object")["layout"]["shapes"] == []
+    scores = _category()
+    scores.object_scores[0] = float("nan")  # an undefined score is left out, not an error
+    nan_roc = dict(curve_figures([curve_set(scores)]))["ROC: samples"]["data"][0]
+    fpr, tpr, _ = roc_curve([0, 1, 1, 1], [0.4, 0.35, 0.8, 0.9])
+    np.testing.assert_allclose(nan_roc["x"], fpr, atol=1e-5)
     x, y = thin(np.linspace(0, 1, 1000), np.linspace(0, 1, 1000), most=50)
     assert len(x) == 50 and x[0] == 0 and x[-1] == 1
 
 
 def test_thresholds_hook_reads_the_documented_key():
-    doc = {"thresholds": {"cookie": {"object": 0.6, "point": None, "other": 3}}}
-    assert thresholds_of(doc, "cookie") == {"object": 0.6}
-    assert thresholds_of(doc, "dowel") == {} and thresholds_of({}, "cookie") == {}
+    doc = {"thresholds": {"cookie": {"object": 0.6, "point": None, "other": 3},
+                          "dowel": {"object": float("nan")}}}  # fmt: skip
+    assert thresholds_of(doc, "cookie") == {"object": 0.6} and thresholds_of(doc, "dowel") == {}
+    assert thresholds_of(doc, "tire") == {} and thresholds_of({}, "cookie") == {}
 
 
 def _doc() -> dict:

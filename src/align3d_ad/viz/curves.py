@@ -88,6 +88,8 @@ def _curve_traces(sets: Sequence[CurveSet], level: str, kind: str) -> list[dict]
     traces = []
     for cs in sets:
         y, s = (cs.object_labels, cs.object_scores) if level == "object" else (cs.point_labels, cs.point_scores)
+        finite = np.isfinite(s)
+        y, s = y[finite], s[finite]
         if not _defined(y):
             continue
         with warnings.catch_warnings():
@@ -153,6 +155,8 @@ def histogram_figure(cs: CurveSet, level: str, threshold: float | None = None) -
         y, s, names = cs.object_labels, cs.object_scores, ("good samples", "defective samples")
     else:
         y, s, names = cs.point_labels, cs.point_scores, ("normal points", "anomalous points")
+    finite = np.isfinite(s)
+    y, s = y[finite], s[finite]
     edges = _edges(s, threshold)
     data = [_bars(s[~y], edges, names[0], GOOD), _bars(s[y], edges, names[1], BAD)]
     note = "" if threshold is None else f"; threshold {threshold:.4g} dashed"
@@ -171,4 +175,5 @@ def thresholds_of(doc: Mapping[str, Any], category: str) -> dict[str, float]:
     {"object": float, "point": float}}``; categories or keys it lacks have no threshold.
     """
     found = (doc.get("thresholds") or {}).get(category) or {}
-    return {k: float(v) for k, v in found.items() if k in ("object", "point") and v is not None}
+    return {k: float(v) for k, v in found.items()
+            if k in ("object", "point") and v is not None and np.isfinite(float(v))}  # fmt: skip
