@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,11 @@ def test_test_metrics_agree_with_saved_scores(capsys, cli_run, synth_mvtec, tmp_
     assert float(mean_auroc[0]["value"]) == pytest.approx(doc["mean"]["object"]["o_auroc"], abs=1e-6)
     md = (tmp_path / "t" / "metrics.md").read_text()
     assert f"{100 * doc['categories']['cookie']['object']['o_auroc']:.1f}" in md
+    # report.html: printed, linked from metrics.md, a gallery entry per category and kind found
+    html = (tmp_path / "t" / "report.html").read_text()
+    assert f"html:       {tmp_path / 't' / 'report.html'}" in out and "[report.html]" in md
+    assert f"{100 * doc['categories']['dowel']['foreground']['p_auroc']:.1f}" in html
+    assert {"cookie", "dowel"} <= set(re.findall(r'<option value="\d+">(\w+) / ', html))
 
 
 def test_test_unknown_category_and_missing_checkpoint(capsys, cli_run, synth_mvtec, tmp_path):
@@ -147,6 +153,12 @@ def test_predict_files_and_folders(capsys, cli_run, synth_mvtec, tmp_path):
         ply = read_ply(tmp_path / "p" / f"{row['name']}.ply")
         np.testing.assert_allclose(ply["anomaly_score"], scores[~np.isnan(scores)], rtol=1e-6)
         assert math.isfinite(float(row["object_score"]))
+    html = (tmp_path / "p" / "report.html").read_text()  # the highest scored cloud leads the gallery
+    best = max(rows, key=lambda r: float(r["object_score"]))
+    assert re.search(r'<option value="0">[^<]*' + re.escape(best["file"]) + r" \(highest score\)", html)
+    code, out, _ = run(capsys, "predict", "--checkpoint", cli_run, single, "--out", tmp_path / "q",
+                       "--device", "cpu", "--no-report")  # fmt: skip
+    assert code == 0 and not (tmp_path / "q" / "report.html").exists() and "html:" not in out
 
 
 def test_predict_bad_input(capsys, cli_run, tmp_path):
@@ -211,6 +223,7 @@ def test_reproduce_runs_a_row_and_prints_the_table(capsys, synth_mvtec, feature_
     assert doc["categories"]["dowel"]["object"]["o_auroc"] == pytest.approx(mean)
     assert (tmp_path / "r" / "bagel" / "model" / "checkpoint.json").is_file()
     assert "O-AUROC" in out and "dowel" in out
+    assert "dowel (bagel/mvtec3d)" in (tmp_path / "r" / "report.html").read_text()  # curves per run
 
 
 def test_info_reports_weights_honestly(capsys):
@@ -235,3 +248,5 @@ def test_demo_fast_writes_an_honest_report(capsys, tmp_path):
     assert doc["random_weights"] is True and len(doc["categories"]) == 9
     assert list((tmp_path / "demo" / "visuals").glob("*.ply"))
     assert list((tmp_path / "demo" / "visuals").glob("*/views_scores.png"))
+    assert "[report.html](report.html)" in report
+    assert "tiny-clip" in (tmp_path / "demo" / "report.html").read_text()

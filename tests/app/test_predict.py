@@ -68,8 +68,10 @@ def test_summary_ends_with_the_paths_and_quiet_prints_only_them(capsys, trained_
     code, out, _ = _predict(capsys, trained_run, scans, "--out", tmp_path / "a")
     assert code == 0
     assert out.splitlines() == ["scored 2 point clouds", f"run folder: {tmp_path / 'a'}",
+                                f"html:       {tmp_path / 'a' / 'report.html'}",
                                 f"scores:     {tmp_path / 'a' / 'object_scores.csv'}"]  # fmt: skip
-    code, out, err = _predict(capsys, trained_run, scans, "--out", tmp_path / "b", "--quiet")
+    code, out, err = _predict(capsys, trained_run, scans, "--out", tmp_path / "b", "--quiet",
+                              "--no-report")  # fmt: skip
     assert code == 0 and err == ""
     assert out.splitlines() == [f"run folder: {tmp_path / 'b'}",
                                 f"scores:     {tmp_path / 'b' / 'object_scores.csv'}"]  # fmt: skip

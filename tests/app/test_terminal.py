@@ -237,7 +237,9 @@ def test_demo_ends_with_the_summary_and_the_report_path(demo_run):
     text = _text(lines)
     doc = read_results(out / "metrics.json")
     assert text[-1] == f"report:     {out / 'report.md'}"
-    assert text[-2] == f"run folder: {out}"
+    assert text[-2] == f"html:       {out / 'report.html'}"
+    assert text[-3] == f"run folder: {out}"
+    text = text[:-1]  # the lines above the paths as before report.html
     assert text[-3].startswith("warning: tiny-clip has random weights: ")
     assert "not comparable with published results" in text[-3]
     header, points, grid, reference = text[-7:-3]
@@ -260,10 +262,12 @@ def test_test_command_on_a_terminal_and_piped(test_runs):
     assert_readable(lines)
     text = _text(lines)
     assert text[-1] == f"report:     {base / 'tty' / 'metrics.md'}"
-    assert text[-2] == f"run folder: {base / 'tty'}"
-    assert text[-3].startswith("warning: tiny-clip has random weights: ")
-    assert text[-7].split() == ["bagel", "O-AUROC", "P-AUROC", "AUPRO"]
-    assert text[-8].startswith("tested on mvtec3d (")
+    assert text[-2] == f"html:       {base / 'tty' / 'report.html'}"
+    assert text[-3] == f"run folder: {base / 'tty'}"
+    above = text[:-1]  # the lines above the paths as before report.html
+    assert above[-3].startswith("warning: tiny-clip has random weights: ")
+    assert above[-7].split() == ["bagel", "O-AUROC", "P-AUROC", "AUPRO"]
+    assert above[-8].startswith("tested on mvtec3d (")
     # piped: no bar, no carriage-return redraw, and the very lines the terminal showed
     assert b"\r" not in piped and "█".encode() not in piped
     piped_lines = piped.decode().splitlines()
@@ -281,6 +285,7 @@ def test_quiet_prints_only_the_final_paths(demo_run, capsys, tmp_path):
     stdout, stderr = capsys.readouterr()
     assert code == 0
     assert stdout.splitlines() == [f"run folder: {tmp_path / 't'}",
+                                   f"html:       {tmp_path / 't' / 'report.html'}",
                                    f"report:     {tmp_path / 't' / 'metrics.md'}"]  # fmt: skip
     assert stderr == ""
 

@@ -43,6 +43,12 @@ def add_backbone(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
 
+def add_report(parser: argparse.ArgumentParser) -> None:
+    """``--no-report`` (demo, test, predict, reproduce): no ``report.html``."""
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write report.html (the interactive report with the 3D viewer)")
+
+
 def require_dir(path: Path, what: str = "folder") -> Path:
     """``path`` itself, or a DatasetFormatError naming it when it does not exist."""
     if not path.exists():

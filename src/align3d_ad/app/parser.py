@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_backbone, add_common, add_config, add_deterministic
+from .options import add_backbone, add_common, add_config, add_deterministic, add_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("align3d_demo"), help="output folder")
     p.add_argument("--fast", action="store_true", help="fewer samples and epochs (a smoke run)")
     add_backbone(p)
+    add_report(p)
     add_common(p)
 
     p = sub.add_parser("synth", help="write a synthetic dataset in a benchmark's on-disk format")
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "stopping (eval.on_missing_gt=skip)")
     add_config(p)
     add_backbone(p)
+    add_report(p)
     add_common(p)
     add_deterministic(p)
 
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-going", action="store_true",
                    help="record bad clouds in object_scores.csv and go on (exit status 1)")
     add_backbone(p)
+    add_report(p)
     add_common(p)
     add_deterministic(p)
 
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="root of the test dataset for cross-dataset rows")
     p.add_argument("--out", type=Path, required=True)
     add_backbone(p)
+    add_report(p)
     add_common(p)
     add_deterministic(p)
 

@@ -83,7 +83,8 @@ def results_summary(
 
     doc = read_results(run_dir / "metrics.json") if doc is None else doc
     lines = [title, *metrics_table(doc), *random_weights_warning(doc)]
-    finish(args, lines, [("run folder", run_dir), ("report", report or run_dir / "metrics.md")])
+    html = [("html", run_dir / "report.html")] if (run_dir / "report.html").exists() else []
+    finish(args, lines, [("run folder", run_dir), *html, ("report", report or run_dir / "metrics.md")])
 
 
 def last_epoch(history: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -12,6 +12,7 @@ otherwise the training views (``render.views``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ..model.checkpoint import backbone_spec, make_encoder, view_preset
 from ..model.detector import Detector
 from ..render.views import ViewPreset, get_view_preset, list_view_presets
 from ..training.trainer import train_model
-from .runner import EvaluationPlan, evaluate_dataset, plan_evaluation
+from .runner import EvaluationPlan, OnPrediction, evaluate_dataset, plan_evaluation
 from .tables import combine_runs, write_results
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def run_protocol(
     root: str | Path,
     test_root: str | Path | None = None,
     weights: str | Path | None = None,
+    on_detector: Callable[[Detector], OnPrediction | None] | None = None,
 ) -> dict[str, Any]:
     """Train one model per auxiliary, test it as the protocol says, write the result tables.
 
@@ -90,6 +92,8 @@ def run_protocol(
         root: Root of the training dataset.
         test_root: Root of the test dataset of a cross-dataset row.
         weights: Local backbone weights.
+        on_detector: Called with each detector before it is tested; returns the
+            ``on_prediction`` callback of its test (e.g. a report's gallery), or None.
 
     Returns:
         The metrics.json document (also written, with metrics.csv and metrics.md).
@@ -132,10 +136,11 @@ def run_protocol(
             choice = choose_views(aux_config, dataset, config.eval.views)
             logger.info("testing %s on %s with %s", aux, dataset, choice.describe())
             views[dataset] = choice.to_dict()
+            tested = detector.with_views(choice.preset) if choice.changed else detector
             runs[name] = evaluate_dataset(
-                detector.with_views(choice.preset) if choice.changed else detector,
-                dataset, root if same else test_root, out_dir=out_dir / aux / dataset,
+                tested, dataset, root if same else test_root, out_dir=out_dir / aux / dataset,
                 eval_config=config.eval, plan=plans[(aux, dataset)],
+                on_prediction=on_detector(tested) if on_detector is not None else None,
             )  # fmt: skip
     doc = combine_runs(
         runs, setting=config.protocol.published or config.protocol.name,

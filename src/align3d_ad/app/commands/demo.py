@@ -23,6 +23,7 @@ from ...synth import generate_dataset
 from ...training import train_model
 from ...viz.ply import save_scored_ply
 from ...viz.report import describe_coverage, render_report
+from ..html import ReportHook, chain, write_report
 from ..runs import start_run
 from ..summary import results_summary
 
@@ -64,8 +65,10 @@ def run_demo(
     fast: bool = False,
     weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    html: bool = True,
 ) -> Path:
-    """Run the whole demo into ``out_dir``; return the path of ``report.md``."""
+    """Run the whole demo into ``out_dir``; return the path of ``report.md`` (and, with ``html``,
+    write ``report.html`` beside it)."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
     data_root = out_dir / "data"
@@ -98,15 +101,19 @@ def run_demo(
         save_scored_ply(visual_dir / f"{name}.ply", prepared.sample, scores, vmin=None, vmax=None)
 
     limit = DEMO_FAST_TEST_LIMIT if fast else DEMO_TEST_LIMIT
+    hook = ReportHook() if html else None
     results = evaluate_dataset(
         detector, "mvtec3d", data_root, out_dir=out_dir, exclude=[train_category],
-        eval_config=config.eval, on_prediction=visualise,
+        eval_config=config.eval, on_prediction=chain(visualise, hook and hook(detector)),
         select=lambda refs: pick_test_refs(refs, limit),
     )  # fmt: skip
     doc = combine_runs({train_category: results}, setting="demo",
                        backbone=f"{detector.backbone.name} ({detector.backbone.source})",
                        random_weights=detector.backbone.is_random)  # fmt: skip
     write_results(out_dir, doc)
+    if hook is not None:
+        write_report(out_dir, title="align3d-ad demo report", doc=doc, hook=hook, config=config,
+                     seconds=time.perf_counter() - start)  # fmt: skip
     report = out_dir / "report.md"
     text = _report(doc, result, manifest.to_dict(), config, detector, limit,
                    time.perf_counter() - start, visual_dir, out_dir)  # fmt: skip
@@ -168,6 +175,9 @@ def _report(doc, result, manifest, config, detector, limit, seconds, visual_dir,
         to_markdown(doc).replace("# Results: demo", "## Results").replace("\n## ", "\n### "),
         "## Pictures",
         "",
+        *(["The interactive report: [report.html](report.html) (curves, gallery and a 3D viewer "
+           "of the scored clouds; opens offline in a browser).", ""]
+          if (out_dir / "report.html").exists() else []),
         "One defective sample per category: `views.png` (shaded renderings, ground truth outlined), "
         "`views_scores.png` (point scores as a heat overlay), and a PLY with an `anomaly_score` per "
         "point.",
@@ -185,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     run_dir = start_run(args, args.out, None)
     report = run_demo(run_dir, device=args.device, seed=args.seed or 0, fast=args.fast,
-                      weights=args.weights, cache_dir=args.cache_dir)  # fmt: skip
+                      weights=args.weights, cache_dir=args.cache_dir,
+                      html=not args.no_report)  # fmt: skip
     doc = read_results(run_dir / "metrics.json")
     title = (f"demo finished in {(time.perf_counter() - start) / 60:.1f} min: trained on "
              f"{', '.join(doc['runs'])}, tested zero-shot on {len(doc['categories'])} categories "

@@ -80,7 +80,8 @@ def _failure(path: Path, err: Exception) -> _Failed:
     return _Failed(path, str(err))
 
 
-def _score_batch(detector, clouds: list[Candidate], start: int, stop: int) -> list[tuple]:
+def _score_batch(detector, clouds: list[Candidate], start: int, stop: int,
+                 on_prediction=None) -> list[tuple]:  # fmt: skip
     """``(index, _Scored | _Failed)`` for the clouds ``start:stop``; bad clouds never raise."""
     from ...data.prepare import prepare_sample
 
@@ -105,6 +106,8 @@ def _score_batch(detector, clouds: list[Candidate], start: int, stop: int) -> li
         else:
             for (index, prep), p in zip(prepared, preds):
                 scored = _Scored(prep.original, p.point_scores, p.row_scores, p.object_score)
+                if on_prediction is not None:  # e.g. the report's gallery
+                    on_prediction(prep.original, p)
                 out.append((index, scored))
     return sorted(out, key=lambda entry: entry[0])
 
@@ -139,8 +142,11 @@ def _refuse_bad(clouds: list[Candidate]) -> None:
         )
 
 
-def predict_files(args: argparse.Namespace) -> tuple[int, int, int]:
+def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int, int]:
     """Score the inputs of ``args`` with the checkpoint of ``args``.
+
+    ``on_detector``, when given, is called with the loaded detector and returns an
+    ``on_prediction(sample, prediction)`` callback called with every scored cloud.
 
     Returns ``(scored clouds, failed clouds, unscored rows)``. Under torchrun the batches are
     shared out over the ranks and rank 0 writes every output.
@@ -158,6 +164,7 @@ def predict_files(args: argparse.Namespace) -> tuple[int, int, int]:
         args.checkpoint, device=args.device, weights=args.weights,
         cache_dir=args.cache_dir, use_cache=not args.no_cache,
     )  # fmt: skip
+    on_prediction = on_detector(detector) if on_detector is not None else None
     run_dir = distributed.broadcast(new_run_dir(args.out) if distributed.is_main() else None)
     args.out = run_dir
     if distributed.is_main():
@@ -172,7 +179,8 @@ def predict_files(args: argparse.Namespace) -> tuple[int, int, int]:
     mine = distributed.my_batches(len(clouds), PREDICT_BATCH)
     rounds = distributed.batch_rounds(len(clouds), PREDICT_BATCH)
     for step in progress(range(rounds), desc="predict", total=rounds):
-        entries = _score_batch(detector, clouds, *mine[step]) if step < len(mine) else []
+        entries = (_score_batch(detector, clouds, *mine[step], on_prediction=on_prediction)
+                   if step < len(mine) else [])  # fmt: skip
         gathered = distributed.gather_in_order(entries)
         stop = None
         for index, outcome in gathered or []:
@@ -201,13 +209,22 @@ def predict_files(args: argparse.Namespace) -> tuple[int, int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """The ``predict`` command (exit status 1 when ``--keep-going`` recorded failures)."""
+    from .. import html
+
     set_deterministic(args.deterministic)  # --deterministic
-    scored, failed, unscored = predict_files(args)
+    hook = html.ReportHook(per_kind=html.PREDICT_PER_KIND) if html.wanted(args) else None
+    scored, failed, unscored = predict_files(args, on_detector=hook)
     if not distributed.is_main():
         return 0
     gaps = f" ({unscored} input rows unscored: NaN/inf or missing cells)" if unscored else ""
     lines = [f"scored {scored} point cloud{'s' if scored != 1 else ''}{gaps}"]
-    finish(args, lines, [("run folder", args.out), ("scores", args.out / SCORES_CSV)])
+    paths = [("run folder", args.out)]
+    if hook is not None and scored:
+        path = html.write_report(args.out, title="align3d-ad predict", doc=None, hook=hook,
+                                 config=hook.detector.config, clouds=html.predicted_clouds(args.out),
+                                 facts=[("checkpoint", str(args.checkpoint))])  # fmt: skip
+        paths.append(("html", path))
+    finish(args, lines, [*paths, ("scores", args.out / SCORES_CSV)])
     if failed:
         logger.warning("predict: %d point cloud(s) failed; see %s", failed, args.out / SCORES_CSV)
         return 1

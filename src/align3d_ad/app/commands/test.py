@@ -15,6 +15,7 @@ import logging
 from ... import distributed
 from ...device import set_deterministic
 from ...errors import Align3DError
+from .. import html
 from ..options import config_from_args, require_dir
 from ..runs import start_run
 from ..summary import results_summary
@@ -57,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
         "random_weights": backbone["random_weights"],
         "views": {args.dataset: views.to_dict()},
     }
+    hook = html.ReportHook() if html.wanted(args) else None
     try:
         results = evaluate_dataset(
-            detector, args.dataset, args.root, out_dir=run_dir, eval_config=config.eval, plan=plan
+            detector, args.dataset, args.root, out_dir=run_dir, eval_config=config.eval, plan=plan,
+            on_prediction=hook and hook(detector),
         )
     except IncompleteEvaluationError as err:
         done = err.results
@@ -74,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         ) from err
     if not distributed.is_main():
         return 0
-    write_results(run_dir, combine_runs({"test": results}, **header, skipped=results.skipped))
+    doc = combine_runs({"test": results}, **header, skipped=results.skipped)
+    write_results(run_dir, doc)
+    if hook is not None:
+        html.write_report(run_dir, title=f"align3d-ad test on {args.dataset}", doc=doc, hook=hook,
+                          config=detector.config, facts=[("tested on", f"{args.dataset} ({args.root})"),
+                                                         ("checkpoint", str(args.checkpoint))])  # fmt: skip
     results_summary(args, run_dir, title=f"tested on {args.dataset} ({args.root})")
     return 0
