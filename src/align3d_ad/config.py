@@ -57,7 +57,7 @@ RANGES: dict[str, dict[str, str]] = {
     "method": {
         "scr_lambda": ">= 0", "dpca_gamma": ">= 0", "temperature": "> 0", "alpha": "[0, 1]",
         "beta": "[0, 1]", "n_ctx": ">= 1", "deep_tokens": ">= 0", "deep_depth": ">= 0",
-        "smoothing_sigma": ">= 0", "grid_sigma": ">= 0",
+        "smoothing_sigma": ">= 0", "grid_sigma": ">= 0", "fewshot_weight": "[0, 1]",
     },
     "train": {
         "stage1_epochs": ">= 0", "stage1_scr_epochs": ">= 0", "stage1_batch_size": ">= 1",
@@ -140,6 +140,7 @@ class MethodConfig:
     smoothing: str = "knn"  #: knn (3D Gaussian over neighbours) | grid (reference) | none
     smoothing_sigma: float = 4.0  #: knn: Gaussian sigma in point spacings (reference: 4 grid px)
     grid_sigma: float = 4.0  #: grid: Gaussian sigma in grid pixels
+    fewshot_weight: float = 0.5  #: weight w of the few-shot map (docs/calibration.md); used with references only
 
     def __post_init__(self) -> None:
         check_section(self, "method")

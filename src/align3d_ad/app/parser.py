@@ -81,9 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "'xyz/*.tiff'; repeatable); without it, files that are not clouds are skipped")
     p.add_argument("--keep-going", action="store_true",
                    help="record bad clouds in object_scores.csv and go on (exit status 1)")
+    p.add_argument("--calibration", type=Path, default=None, metavar="CAL_DIR",
+                   help="folder written by calibrate: few-shot references, verdicts and masks")
     add_backbone(p)
     add_common(p)
     add_deterministic(p)
+
+    p = sub.add_parser("calibrate", help="few good scans -> few-shot references and thresholds")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--normals", nargs="+", type=Path, required=True, metavar="FILE_OR_DIR",
+                   help="normal scans of the part (at least 2)")
+    p.add_argument("--out", type=Path, required=True, metavar="CAL_DIR")
+    p.add_argument("--false-alarm-rate", type=float, default=0.01,
+                   help="share of normal parts (and points) flagged anomalous (default 0.01)")
+    p.add_argument("--anomalous", nargs="+", type=Path, default=None, metavar="FILE_OR_DIR",
+                   help="defective scans: pick the F1-best thresholds instead")
+    p.add_argument("--fewshot-weight", type=float, default=None,
+                   help="weight of the few-shot scores (default: method.fewshot_weight, 0.5)")
+    p.add_argument("--glob", action="append", metavar="PATTERN", help="as for predict")
+    add_backbone(p)
+    add_common(p)
 
     p = sub.add_parser("reproduce", help="run one published row (training included)")
     add_config(p, required=True)
