@@ -55,13 +55,17 @@ def test_verdicts_masks_and_ply_agree(capsys, calibration, trained_run, synth_mv
     code, _, _ = _run(capsys, "predict", "--checkpoint", trained_run, "--calibration",
                       calibration, *files, "--out", tmp_path / "first")  # fmt: skip
     assert code == 0
-    scores = sorted(float(r["object_score"]) for r in _table(tmp_path / "first"))
+    first = _table(tmp_path / "first")
+    scores = sorted(float(r["object_score"]) for r in first)
+    values = np.sort(np.unique(np.load(tmp_path / "first" / f"{first[0]['name']}.npy")))
+    values = values[np.isfinite(values)]
+    point_t = float((values[-100] + values[-101]) / 2)  # 100 distinct scores above it
     # thresholds between known scores: exactly the two highest objects anomalous
     cal = tmp_path / "cal"
     shutil.copytree(calibration, cal)
     doc = json.loads((cal / "calibration.json").read_text())
     doc["thresholds"]["object"]["value"] = (scores[2] + scores[3]) / 2
-    doc["thresholds"]["point"]["value"] = 0.05
+    doc["thresholds"]["point"]["value"] = point_t
     (cal / "calibration.json").write_text(json.dumps(doc))
     code, out, _ = _run(capsys, "predict", "--checkpoint", trained_run, "--calibration", cal,
                         *files, "--out", tmp_path / "second")  # fmt: skip
@@ -71,15 +75,17 @@ def test_verdicts_masks_and_ply_agree(capsys, calibration, trained_run, synth_mv
     for row in rows:
         expect = "anomalous" if float(row["object_score"]) > (scores[2] + scores[3]) / 2 else "ok"
         assert row["verdict"] == expect
-        assert float(row["point_threshold"]) == 0.05
+        assert float(row["point_threshold"]) == pytest.approx(point_t, abs=1e-6)
         grid = np.load(tmp_path / "second" / f"{row['name']}.npy")
         mask = np.load(tmp_path / "second" / f"{row['name']}_mask.npy")
         assert mask.dtype == bool and mask.shape == grid.shape
-        np.testing.assert_array_equal(mask, np.nan_to_num(grid, nan=-1) > 0.05)
+        np.testing.assert_array_equal(mask, np.nan_to_num(grid, nan=-np.inf) > point_t)
         ply = read_ply(tmp_path / "second" / f"{row['name']}.ply")
         flagged = ply["anomalous"].astype(bool)
-        np.testing.assert_array_equal(flagged, ply["anomaly_score"] > 0.05)
+        np.testing.assert_array_equal(flagged, ply["anomaly_score"] > point_t)
         assert int(row["anomalous_points"]) == mask.sum() == flagged.sum() > 0
+        if row["name"] == first[0]["name"]:
+            assert mask.sum() >= 100
     assert sum(r["verdict"] == "anomalous" for r in rows) == 2
 
 

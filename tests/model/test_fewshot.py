@@ -92,3 +92,39 @@ def test_f1_threshold_separates_separable_scores():
     assert t.how == "f1" and t.value == pytest.approx(0.55)
     t = f1_threshold([0.1, 0.5, 0.4, 0.9], [0, 1, 0, 1])  # best: flag 0.9 and 0.5 -> F1 1
     assert t.value == pytest.approx(0.45)
+
+
+def test_scales_survive_the_round_trip_and_leave_one_out(tmp_path):
+    bank = ReferenceBank.from_features([_tokens(seed=k) for k in range(2)], ["a", "b"])
+    bank.scales = (0.02, 0.5)
+    assert bank.without(0).scales == (0.02, 0.5)
+    assert ReferenceBank.load(bank.save(tmp_path / "b.safetensors")).scales == (0.02, 0.5)
+
+
+def test_fusion_puts_both_maps_on_one_scale():
+    from align3d_ad.model.detector import fuse_fewshot
+
+    zero, few = torch.tensor([0.2, 0.4]), torch.tensor([0.01, 0.03])
+    point, obj = fuse_fewshot(zero, torch.tensor(1.0), few, weight=0.25, scales=(0.1, 0.01))
+    assert torch.allclose(point, 0.75 * zero / 0.1 + 0.25 * few / 0.01)
+    assert float(obj) == pytest.approx(0.75 * 1.0 / 0.1 + 0.25 * 0.03 / 0.01)
+
+
+def test_a_reference_of_another_part_is_named():
+    from align3d_ad.model.calibration import _outliers
+
+    assert _outliers([1.0, 1.1, 0.9, 1.05], list("abcd")) == []
+    (line,) = _outliers([1.0, 1.1, 0.9, 3.0], ["a", "b", "c", "other.tiff"])
+    assert "other.tiff" in line and "same part" in line
+
+
+def test_spread_warning_compares_references_with_the_scans_scored():
+    from align3d_ad.model.calibration import Calibration
+    from align3d_ad.model.thresholds import Threshold
+
+    cal = Calibration(Threshold(1.0, "quantile", 4), Threshold(1.0, "quantile", 9), 0.25, 0.5,
+                      {}, {}, {}, [{}] * 4, [0.0, 1.0, 2.0, 3.0])  # fmt: skip
+    assert cal.spread_warning([0.0, 2.0, 4.0]) is None  # the scans spread more
+    assert "references" in cal.spread_warning([1.0, 1.1, 1.2])
+    assert cal.spread_warning([1.0, 1.1]) is None  # too few to tell
+    assert cal.verdict(1.0) == "ok" and cal.verdict(1.0001) == "anomalous"

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-unlabelled", action="store_true",
                    help="skip (and count in the metrics) samples without ground truth instead of "
                    "stopping (eval.on_missing_gt=skip)")
+    p.add_argument("--shots", type=int, default=None, metavar="K",
+                   help="also score with K normal references per category from its train split "
+                   "(1, 2, 4, 8), calibrated leave-one-out, beside zero-shot")
+    p.add_argument("--draws", type=int, default=3, help="draws of K references averaged (3)")
+    p.add_argument("--false-alarm-rate", type=float, default=0.01,
+                   help="with --shots: the rate the thresholds are calibrated at (0.01)")
     add_config(p)
     add_backbone(p)
     add_common(p)

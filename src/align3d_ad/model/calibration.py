@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ..backbone.encode import ViewEncoder
 from ..data.prepare import PreparedSample
@@ -223,15 +224,54 @@ def save_calibration(folder: str | Path, cal: Calibration, bank: ReferenceBank) 
     return folder
 
 
-def _scores(detector: Detector, prepared, exclude=None) -> tuple[list[float], list[np.ndarray]]:
-    """Object scores and foreground point scores of prepared samples (batches of 4)."""
-    objs, points = [], []
+def _predictions(detector: Detector, prepared, exclude=None) -> list:
+    """Predictions of prepared samples, in batches of 4."""
+    out = []
     for s in range(0, len(prepared), 4):
         ex = None if exclude is None else exclude[s : s + 4]
-        for p in detector.predict_prepared(prepared[s : s + 4], exclude=ex):
-            objs.append(p.object_score)
-            points.append(p.point_scores[p.foreground])
-    return objs, points
+        out.extend(detector.predict_prepared(prepared[s : s + 4], exclude=ex))
+    return out
+
+
+def _scores(detector: Detector, prepared, exclude=None) -> tuple[list[float], list[np.ndarray]]:
+    """Object scores and foreground point scores of prepared samples."""
+    preds = _predictions(detector, prepared, exclude)
+    return [p.object_score for p in preds], [p.point_scores[p.foreground] for p in preds]
+
+
+def fit_scales(
+    detector: Detector, bank: ReferenceBank, references: list[PreparedSample]
+) -> tuple[ReferenceBank, list[float], list[np.ndarray]]:
+    """The bank with its fusion scales, and the references' leave-one-out fused object and
+    foreground point scores (K >= 2; with K = 1: the zero-shot ones, scales (s_z, s_z)).
+
+    ``s_z`` is the standard deviation of the references' zero-shot point scores, ``s_f`` that of
+    their leave-one-out few-shot point scores: dividing by them puts both maps on one scale.
+    """
+    from .detector import FEWSHOT, ZERO_SHOT, fuse_fewshot
+
+    if len(references) < 2:
+        preds = _predictions(detector.with_references(None), references)
+        zero = np.concatenate([p.point_scores[p.foreground] for p in preds])
+        s_z = max(float(zero.std()), 1e-6)
+        bank.scales = (s_z, s_z)
+        return bank, [p.object_score for p in preds], [p.point_scores[p.foreground] for p in preds]
+    det = detector.with_references(bank)
+    preds = _predictions(det, references, exclude=list(range(len(references))))
+    zero = [p.branch_point_scores[ZERO_SHOT][p.foreground] for p in preds]
+    few = [p.branch_point_scores[FEWSHOT][p.foreground] for p in preds]
+    scales = (max(float(np.concatenate(zero).std()), 1e-6),
+              max(float(np.concatenate(few).std()), 1e-6))  # fmt: skip
+    bank.scales = scales
+    objs, points = [], []
+    for p, z, f in zip(preds, zero, few):  # the references' own fused scores (K of them)
+        point, obj = fuse_fewshot(
+            torch.from_numpy(z), torch.tensor(p.zero_shot_object), torch.from_numpy(f),
+            weight=det.fewshot_weight, scales=scales,
+        )  # fmt: skip
+        objs.append(float(obj))
+        points.append(point.numpy())
+    return bank, objs, points
 
 
 def build_bank(
@@ -264,8 +304,8 @@ def calibrate(
         )
     names = list(names) if names is not None else [p.original.sample_id for p in references]
     bank = build_bank(detector, references, max_tokens=max_tokens)
+    bank, objs, points = fit_scales(detector, bank, references)
     det = detector.with_references(bank)
-    objs, points = _scores(det, references, exclude=list(range(len(references))))
     normal_points = np.concatenate(points) if points else np.zeros(0)
     warnings_: list[str] = []
     obj_t = rate_threshold(objs, rate)
@@ -299,7 +339,7 @@ def calibrate(
                     for n, h, o in zip(names, bank.hashes, objs)],
         normal_object_scores=[float(o) for o in objs],
         bank={"tokens": int(bank.tokens.shape[1]), "layers": int(bank.tokens.shape[0]),
-              "max_tokens": max_tokens, "coreset": bank.coreset,
+              "max_tokens": max_tokens, "coreset": bank.coreset, "scales": list(bank.scales),
               "normal_points": int(normal_points.size)},
         warnings=warnings_,
     )  # fmt: skip

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of the few-shot map in :attr:`Prediction.branch_point_scores`.
 FEWSHOT = "fewshot"
+#: Name of the zero-shot fused map in :attr:`Prediction.branch_point_scores` (with references).
+ZERO_SHOT = "zero_shot"
 #: Samples rendered and scored together.
 PREDICT_BATCH = 4
 
@@ -82,6 +84,7 @@ class Prediction:
     row_scores: np.ndarray | None = None
     verdict: str | None = None  #: "ok" | "anomalous" with a calibration, else None
     mask: np.ndarray | None = None  #: bool (N,) point_scores > the point threshold (calibrated)
+    zero_shot_object: float | None = None  #: with references: the zero-shot object score
 
 
 def fuse_branches(
@@ -98,10 +101,18 @@ def fuse_branches(
 
 
 def fuse_fewshot(
-    point: torch.Tensor, obj: torch.Tensor, few_point: torch.Tensor, *, weight: float
+    point: torch.Tensor,
+    obj: torch.Tensor,
+    few_point: torch.Tensor,
+    *,
+    weight: float,
+    scales: tuple[float, float] = (1.0, 1.0),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-shot and few-shot fused: (1 - w) zero-shot + w few-shot (object: max of the map)."""
-    return (1 - weight) * point + weight * few_point, (1 - weight) * obj + weight * few_point.max()
+    """Zero-shot and few-shot fused (docs/calibration.md): ``(1 - w) Z / s_z + w F / s_f`` for the
+    points and ``(1 - w) z / s_z + w max(F) / s_f`` for the object, ``s`` the references' scales."""
+    zs, fs = scales
+    fused = (1 - weight) * point / zs + weight * few_point / fs
+    return fused, (1 - weight) * obj / zs + weight * few_point.max() / fs
 
 
 class Detector:
@@ -239,10 +250,15 @@ class Detector:
             point, obj = fuse_branches(
                 points, glob, alpha=self.config.method.alpha, beta=self.config.method.beta
             )
+            zero_obj = None
             if few_point is not None:
-                point, obj = fuse_fewshot(point, obj, few_point, weight=self.fewshot_weight)
+                points[ZERO_SHOT], zero_obj = point, float(obj)
+                point, obj = fuse_fewshot(point, obj, few_point, weight=self.fewshot_weight,
+                                          scales=self.references.scales)  # fmt: skip
                 points[FEWSHOT] = few_point
-            results.append(self._decide(self._prediction(prep, point, obj, points, glob)))
+            pred = self._prediction(prep, point, obj, points, glob)
+            pred.zero_shot_object = zero_obj
+            results.append(self._decide(pred))
         return results
 
     @property

@@ -79,12 +79,16 @@ class ReferenceBank:
         owner: (M,) int64, the reference each token came from (0..K-1).
         hashes: K content hashes of the references (:meth:`PointCloudSample.content_hash`).
         coreset: Whether the bank was reduced (then ``tokens`` is a subset of K x V x P).
+        scales: (s_z, s_f), the standard deviations of the references' zero-shot and
+            leave-one-out few-shot point scores, that put both maps on one scale before fusion
+            (:func:`~align3d_ad.model.calibration.fit_scales`; (1, 1) until fitted).
     """
 
     tokens: torch.Tensor
     owner: torch.Tensor
     hashes: list[str]
     coreset: bool = False
+    scales: tuple[float, float] = (1.0, 1.0)
 
     @property
     def num_references(self) -> int:
@@ -119,7 +123,9 @@ class ReferenceBank:
     def without(self, reference: int) -> ReferenceBank:
         """The bank of every reference but ``reference`` (leave-one-out)."""
         keep = self.owner != reference
-        return ReferenceBank(self.tokens[:, keep], self.owner[keep], self.hashes, self.coreset)
+        return ReferenceBank(
+            self.tokens[:, keep], self.owner[keep], self.hashes, self.coreset, self.scales
+        )
 
     @torch.no_grad()
     def score(self, tokens: torch.Tensor, *, exclude: Sequence[int | None] | None = None):
@@ -152,7 +158,8 @@ class ReferenceBank:
     def save(self, path: str | Path) -> Path:
         """Write the bank as fp16 safetensors (atomically)."""
         path = Path(path)
-        meta = {"hashes": json.dumps(self.hashes), "coreset": json.dumps(self.coreset)}
+        meta = {"hashes": json.dumps(self.hashes), "coreset": json.dumps(self.coreset),
+                "scales": json.dumps(list(self.scales))}  # fmt: skip
         tensors = {"tokens": self.tokens.half().contiguous(), "owner": self.owner.contiguous()}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -170,9 +177,12 @@ class ReferenceBank:
             tensors = load_file(str(path))
             hashes = json.loads(meta["hashes"])
             coreset = bool(json.loads(meta.get("coreset", "false")))
-        except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+            scales = tuple(float(v) for v in json.loads(meta.get("scales", "[1, 1]")))
+        except (SafetensorError, OSError, KeyError, ValueError, TypeError) as err:
             raise ConfigError(f"{path}: not a reference bank written by align3d-ad ({err})") from err
         tokens, owner = tensors.get("tokens"), tensors.get("owner")
         if tokens is None or owner is None or tokens.dim() != 3 or owner.shape != tokens.shape[1:2]:
             raise ConfigError(f"{path}: must hold tokens (L, M, D) and owner (M,)")
-        return cls(tokens, owner.long(), list(hashes), coreset)
+        if len(scales) != 2 or not all(v > 0 for v in scales):
+            raise ConfigError(f"{path}: scales must be two positive numbers, got {scales}")
+        return cls(tokens, owner.long(), list(hashes), coreset, scales)
