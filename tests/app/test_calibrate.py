@@ -154,3 +154,17 @@ def test_calibration_of_another_checkpoint_is_refused(
                         cloud, "--out", tmp_path / "pred2")  # fmt: skip
     assert code == EXIT_USER_ERROR and "backbone" in _one_line(err)
     assert not (tmp_path / "pred").exists() and not (tmp_path / "pred2").exists()
+
+
+def test_defective_scans_pick_the_f1_best_object_threshold(
+    capsys, trained_run, synth_mvtec, tmp_path
+):
+    normals = synth_mvtec / "cookie" / "train" / "good" / "xyz"
+    bad = sorted((synth_mvtec / "cookie" / "test").glob("[ch]*/xyz/*.tiff"))[:3]
+    code, out, _ = _run(capsys, "calibrate", "--checkpoint", trained_run, "--normals", normals,
+                        "--anomalous", *bad, "--out", tmp_path / "cal")  # fmt: skip
+    assert code == 0 and "(f1)" in out
+    doc = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert doc["thresholds"]["object"]["how"] == "f1"
+    assert doc["thresholds"]["object"]["count"] == 6  # 3 leave-one-out normals + 3 defective
+    assert doc["thresholds"]["point"]["how"] == "quantile"  # files without point labels

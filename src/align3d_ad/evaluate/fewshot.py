@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import distributed
 from .._atomic import atomic_write_text
 from ..config import EvalConfig
 from ..data.prepare import prepare_sample
@@ -121,7 +122,7 @@ def fewshot_protocol(
                 eval_config=eval_config, plan=sub,
             )[category]  # fmt: skip
             entry = {"references": [r.sample_id for r in chosen], **result}
-            if cal is not None:
+            if cal is not None and distributed.is_main():  # rank 0 saved the scores
                 saved = CategoryScores.load(folder / "scores" / f"{category}.npz")
                 t_obj, t_pt = cal.object_threshold.value, cal.point_threshold.value
                 entry["decision"] = decision_metrics(saved, t_obj, t_pt)
