@@ -58,7 +58,7 @@ RANGES: dict[str, dict[str, str]] = {
     "method": {
         "scr_lambda": ">= 0", "dpca_gamma": ">= 0", "temperature": "> 0", "alpha": "[0, 1]",
         "beta": "[0, 1]", "n_ctx": ">= 1", "deep_tokens": ">= 0", "deep_depth": ">= 0",
-        "smoothing_sigma": ">= 0", "grid_sigma": ">= 0",
+        "smoothing_sigma": ">= 0", "grid_sigma": ">= 0", "fewshot_weight": "[0, 1]",
     },
     "train": {
         "stage1_epochs": ">= 0", "stage1_scr_epochs": ">= 0", "stage1_batch_size": ">= 1",
@@ -148,6 +148,7 @@ class MethodConfig:
     #: (REFERENCE.md §1/§3: eval.grid_size² resampling, nearest reading, grid_sigma blur of the
     #: whole grid; replaces `smoothing`); see docs/reproduce.md
     postprocess: str = "native"
+    fewshot_weight: float = 0.5  #: weight w of the few-shot map (docs/calibration.md); used with references only
 
     def __post_init__(self) -> None:
         check_section(self, "method")

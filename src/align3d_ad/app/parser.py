@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-unlabelled", action="store_true",
                    help="skip (and count in the metrics) samples without ground truth instead of "
                    "stopping (eval.on_missing_gt=skip)")
+    p.add_argument("--shots", type=int, default=None, metavar="K",
+                   help="also score with K normal references per category from its train split "
+                   "(1, 2, 4, 8), calibrated leave-one-out, beside zero-shot")
+    p.add_argument("--draws", type=int, default=3, help="draws of K references averaged (3)")
+    p.add_argument("--false-alarm-rate", type=float, default=0.01,
+                   help="with --shots: the rate the thresholds are calibrated at (0.01)")
     add_config(p)
     add_backbone(p)
     add_report(p)
@@ -83,10 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "'xyz/*.tiff'; repeatable); without it, files that are not clouds are skipped")
     p.add_argument("--keep-going", action="store_true",
                    help="record bad clouds in object_scores.csv and go on (exit status 1)")
+    p.add_argument("--calibration", type=Path, default=None, metavar="CAL_DIR",
+                   help="folder written by calibrate: few-shot references, verdicts and masks")
     add_backbone(p)
     add_report(p)
     add_common(p)
     add_deterministic(p)
+
+    p = sub.add_parser("calibrate", help="few good scans -> few-shot references and thresholds")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--normals", nargs="+", type=Path, required=True, metavar="FILE_OR_DIR",
+                   help="normal scans of the part (at least 2)")
+    p.add_argument("--out", type=Path, required=True, metavar="CAL_DIR")
+    p.add_argument("--false-alarm-rate", type=float, default=0.01,
+                   help="share of normal parts (and points) flagged anomalous (default 0.01)")
+    p.add_argument("--anomalous", nargs="+", type=Path, default=None, metavar="FILE_OR_DIR",
+                   help="defective scans: pick the F1-best thresholds instead")
+    p.add_argument("--fewshot-weight", type=float, default=None,
+                   help="weight of the few-shot scores (default: method.fewshot_weight, 0.5)")
+    p.add_argument("--glob", action="append", metavar="PATTERN", help="as for predict")
+    add_backbone(p)
+    add_common(p)
 
     p = sub.add_parser("reproduce", help="run one published row (training included)")
     add_config(p, required=True)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,10 +36,18 @@ from ..render import (
     smooth_point_scores,
 )
 from .checkpoint import load_parts
+from .fewshot import ReferenceBank
 from .head import ALIGNED, RENDERING, AnomalyHead
+
+if TYPE_CHECKING:
+    from .calibration import Calibration
 
 logger = logging.getLogger(__name__)
 
+#: Name of the few-shot map in :attr:`Prediction.branch_point_scores`.
+FEWSHOT = "fewshot"
+#: Name of the zero-shot fused map in :attr:`Prediction.branch_point_scores` (with references).
+ZERO_SHOT = "zero_shot"
 #: Samples rendered and scored together.
 PREDICT_BATCH = 4
 
@@ -62,6 +71,9 @@ class Prediction:
             rows, missing grid cells); None when the sample does not know its source rows.
         reference: With ``method.postprocess: reference`` what the ``reference`` metrics read:
             ``(S x S map, None)`` (organised) or ``(scores, labels)`` of the resampled points.
+        verdict: ``"ok"`` or ``"anomalous"`` (object score above the calibrated threshold), or
+            None without a calibration (:mod:`align3d_ad.model.calibration`).
+        mask: bool (N,), the points whose score is above the calibrated point threshold.
     """
 
     sample_id: str
@@ -73,6 +85,9 @@ class Prediction:
     foreground: np.ndarray | None = None
     row_scores: np.ndarray | None = None
     reference: tuple[np.ndarray, np.ndarray | None] | None = None
+    verdict: str | None = None  #: "ok" | "anomalous" with a calibration, else None
+    mask: np.ndarray | None = None  #: bool (N,) point_scores > the point threshold (calibrated)
+    zero_shot_object: float | None = None  #: with references: the zero-shot object score
 
 
 def fuse_branches(
@@ -88,6 +103,21 @@ def fuse_branches(
     return points[branch], points[branch].max() + globals_[branch]
 
 
+def fuse_fewshot(
+    point: torch.Tensor,
+    obj: torch.Tensor,
+    few_point: torch.Tensor,
+    *,
+    weight: float,
+    scales: tuple[float, float] = (1.0, 1.0),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-shot and few-shot fused (docs/calibration.md): ``(1 - w) Z / s_z + w F / s_f`` for the
+    points and ``(1 - w) z / s_z + w max(F) / s_f`` for the object, ``s`` the references' scales."""
+    zs, fs = scales
+    fused = (1 - weight) * point / zs + weight * few_point / fs
+    return fused, (1 - weight) * obj / zs + weight * few_point.max() / fs
+
+
 class Detector:
     """Scores point clouds with a trained (or zero-shot) head.
 
@@ -97,9 +127,19 @@ class Detector:
         head: The aligner and prompt learners.
     """
 
-    def __init__(self, config: Config, encoder: ViewEncoder, head: AnomalyHead) -> None:
+    def __init__(
+        self,
+        config: Config,
+        encoder: ViewEncoder,
+        head: AnomalyHead,
+        *,
+        references: ReferenceBank | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
         self.config = config
         self.encoder = encoder
+        self.references = references
+        self.calibration = calibration
         self.head = head.to(encoder.device).eval()
         with torch.no_grad():
             self._texts = {k: v.detach() for k, v in head.texts().items()}
@@ -108,8 +148,16 @@ class Detector:
     def backbone(self) -> Backbone:
         return self.encoder.backbone
 
+    def with_references(
+        self, references: ReferenceBank | None, calibration: Calibration | None = None
+    ) -> Detector:
+        """The same detector with few-shot references (and thresholds), or zero-shot (None)."""
+        return Detector(
+            self.config, self.encoder, self.head, references=references, calibration=calibration
+        )
+
     def with_views(self, preset: ViewPreset) -> Detector:
-        """The same detector rendering other views (e.g. a test dataset's view set)."""
+        """The same detector rendering other views (zero-shot: references belong to views)."""
         encoder = ViewEncoder(
             self.backbone, preset, self.encoder.settings, cache=self.encoder.cache,
             batch_size=self.encoder.batch_size,
@@ -126,6 +174,7 @@ class Detector:
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         backbone: Backbone | None = None,
+        calibration: str | Path | None = None,
     ) -> Detector:
         """Load a run folder written by training (see :mod:`align3d_ad.model.checkpoint`).
 
@@ -136,12 +185,20 @@ class Detector:
             cache_dir: Feature cache folder (default: the checkpoint config's).
             use_cache: False = never read or write the feature cache.
             backbone: An already loaded backbone to reuse (checked against the checkpoint).
+            calibration: A folder written by ``align3d-ad calibrate`` (few-shot references and
+                thresholds: predictions then carry ``verdict`` and ``mask``), checked against the
+                checkpoint, backbone and views.
         """
         config, encoder, head = load_parts(
             path, device=device, weights=weights, cache_dir=cache_dir, use_cache=use_cache,
             backbone=backbone,
         )  # fmt: skip
-        return cls(config, encoder, head)
+        if calibration is None:
+            return cls(config, encoder, head)
+        from .calibration import load_calibration
+
+        cal, bank = load_calibration(calibration, checkpoint=path, encoder=encoder)
+        return cls(config, encoder, head, references=bank, calibration=cal)
 
     def predict(
         self, inputs: PointCloudSample | np.ndarray | Sequence[PointCloudSample | np.ndarray]
@@ -165,32 +222,67 @@ class Detector:
         return out[0] if single else out
 
     @torch.no_grad()
-    def predict_prepared(self, prepared: list[PreparedSample]) -> list[Prediction]:
-        """Score samples that :func:`~align3d_ad.data.prepare.prepare_sample` prepared."""
-        if self.config.method.postprocess == "reference":
+    def predict_prepared(
+        self, prepared: list[PreparedSample], *, exclude: Sequence[int | None] | None = None
+    ) -> list[Prediction]:
+        """Score samples that :func:`~align3d_ad.data.prepare.prepare_sample` prepared.
+
+        ``exclude[i]``: the reference left out of the bank for sample i (leave-one-out). With
+        few-shot references the native post-processing is used whatever ``method.postprocess``
+        says (the reference style has no few-shot maps; docs/calibration.md).
+        """
+        if self.config.method.postprocess == "reference" and self.references is None:
             from .reference_post import predict_reference  # REFERENCE.md §1 and §3
 
-            return predict_reference(self, prepared)
+            return [self._decide(p) for p in predict_reference(self, prepared)]
         samples = [p.sample for p in prepared]
         rendering = self.encoder.render(samples)
         feats = self.encoder.encode(samples, rendering=rendering)
         global_, tokens = stack_features(feats, self.encoder.device)
         outs = self.head(global_, tokens, grid=self.encoder.grid_size, texts=self._texts)
         point_maps = {b: back_project(o.patch_probs, rendering) for b, o in outs.items()}
+        if self.references is not None:
+            grid = self.encoder.grid_size
+            few = self.references.score(tokens, exclude=exclude)  # (B, V, P)
+            few = few.reshape(*few.shape[:2], 1, grid, grid)
+            point_maps[FEWSHOT] = back_project(few, rendering)  # (N_i, 1) each
         rendering.cache.clear()  # back-projection taps (~300 bytes a point): not needed any more
         global_p = {b: o.global_logits.softmax(-1)[..., 1].mean(1) for b, o in outs.items()}
         results = []
         branches = list(point_maps)
         for i, prep in enumerate(prepared):
-            stacked = torch.stack([point_maps[b][i][:, 1] for b in branches], dim=1)  # (N, branches)
+            stacked = torch.stack([point_maps[b][i][:, -1] for b in branches], dim=1)  # anomalous
             smoothed = self._smooth(prep, stacked, rendering, i)
             points = {b: smoothed[:, k] for k, b in enumerate(branches)}
             glob = {b: p[i] for b, p in global_p.items()}
+            few_point = points.pop(FEWSHOT, None)
             point, obj = fuse_branches(
                 points, glob, alpha=self.config.method.alpha, beta=self.config.method.beta
             )
-            results.append(self._prediction(prep, point, obj, points, glob))
+            zero_obj = None
+            if few_point is not None:
+                points[ZERO_SHOT], zero_obj = point, float(obj)
+                point, obj = fuse_fewshot(point, obj, few_point, weight=self.fewshot_weight,
+                                          scales=self.references.scales)  # fmt: skip
+                points[FEWSHOT] = few_point
+            pred = self._prediction(prep, point, obj, points, glob)
+            pred.zero_shot_object = zero_obj
+            results.append(self._decide(pred))
         return results
+
+    @property
+    def fewshot_weight(self) -> float:
+        """Weight of the few-shot scores (the calibration's, else ``method.fewshot_weight``)."""
+        if self.calibration is not None:
+            return self.calibration.fewshot_weight
+        return self.config.method.fewshot_weight
+
+    def _decide(self, prediction: Prediction) -> Prediction:
+        """Add the verdict and the point mask when calibrated."""
+        if self.calibration is not None:
+            prediction.verdict = self.calibration.verdict(prediction.object_score)
+            prediction.mask = self.calibration.mask(prediction.point_scores)
+        return prediction
 
     def _smooth(
         self, prep: PreparedSample, scores: torch.Tensor, rendering: Rendering, i: int

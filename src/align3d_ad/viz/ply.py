@@ -25,6 +25,7 @@ def save_scored_ply(
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
     cmap: str = DEFAULT_CMAP,
+    extra_fields: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write ``sample`` with per-point scores as a PLY file.
 
@@ -37,6 +38,7 @@ def save_scored_ply(
         colors: ``"score"`` (heat colour map of the score) or ``"sample"`` (the sample's colours).
         vmin, vmax: Score range of the colour map (None = the scores' own range).
         cmap: Matplotlib colour map name.
+        extra_fields: More (N,) per-point properties, e.g. ``{"anomalous": mask.astype(uint8)}``.
 
     Returns:
         ``path``.
@@ -66,5 +68,9 @@ def save_scored_ply(
         if labels.shape != (n,):
             raise ShapeError(f"labels must have shape ({n},), got {labels.shape}")
         fields["label"] = labels.astype(np.uint8)
+    for name, values in (extra_fields or {}).items():
+        if np.shape(values) != (n,):
+            raise ShapeError(f"{name} must have shape ({n},), got {np.shape(values)}")
+        fields[name] = np.asarray(values)
     write_ply(path, sample.points, colors=np.clip(rgb, 0.0, 1.0), fields=fields)
     return Path(path)

@@ -12,7 +12,10 @@ import importlib
 from collections.abc import Callable
 
 #: Every subcommand, in the order ``--help`` lists them.
-COMMANDS = ("demo", "synth", "inspect", "render", "train", "test", "predict", "reproduce", "info")
+COMMANDS = (
+    "demo", "synth", "inspect", "render", "train", "test", "predict", "calibrate", "reproduce",
+    "info",
+)  # fmt: skip
 #: Commands that run data-parallel under torchrun (the others refuse to).
 DISTRIBUTED_COMMANDS = ("train", "test", "predict", "reproduce")
 

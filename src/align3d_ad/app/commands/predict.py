@@ -39,6 +39,9 @@ PREDICT_BATCH = 4
 #: Columns of ``object_scores.csv``: ``rows`` input rows (grid cells), ``points`` scored points
 #: (the PLY's vertices), ``unscored`` rows with a NaN score; ``error`` why a cloud failed.
 COLUMNS = ("name", "file", "status", "rows", "points", "unscored", "object_score", "error")
+#: Columns added with ``--calibration``: the verdict (ok | anomalous), the thresholds it used and
+#: the points above the point threshold (those set in ``<name>_mask.npy`` and the PLY).
+CALIBRATED_COLUMNS = ("verdict", "object_threshold", "point_threshold", "anomalous_points")
 
 
 @dataclass
@@ -47,6 +50,7 @@ class _Scored:
     point_scores: np.ndarray
     row_scores: np.ndarray | None
     object_score: float
+    verdict: str | None = None
 
 
 @dataclass
@@ -105,29 +109,45 @@ def _score_batch(detector, clouds: list[Candidate], start: int, stop: int,
             out.extend((index, _failure(clouds[index].path, err)) for index, _ in prepared)
         else:
             for (index, prep), p in zip(prepared, preds):
-                scored = _Scored(prep.original, p.point_scores, p.row_scores, p.object_score)
+                scored = _Scored(
+                    prep.original, p.point_scores, p.row_scores, p.object_score, p.verdict
+                )
                 if on_prediction is not None:  # e.g. the report's gallery
                     on_prediction(prep.original, p)
                 out.append((index, scored))
     return sorted(out, key=lambda entry: entry[0])
 
 
-def _write_outputs(run_dir: Path, name: str, scored: _Scored) -> list[str]:
-    """Write ``<name>.npy`` and ``<name>.ply``; return the table row's numbers."""
+def _write_outputs(run_dir: Path, name: str, scored: _Scored, calibration=None) -> list[str]:
+    """Write ``<name>.npy`` and ``<name>.ply`` (and ``<name>_mask.npy`` when calibrated); return
+    the table row's numbers (and, calibrated, the verdict columns)."""
     sample = scored.sample
     rows = scored.point_scores if scored.row_scores is None else scored.row_scores
     grid = rows.reshape(sample.grid_shape) if sample.is_organised else rows
     with atomic_path(run_dir / f"{name}.npy") as tmp, tmp.open("wb") as fh:
         np.save(fh, grid.astype(np.float32, copy=False))
-    save_scored_ply(run_dir / f"{name}.ply", sample, scored.point_scores, vmin=None, vmax=None)
+    extra = None
+    if calibration is not None:
+        mask = calibration.mask(grid)  # NaN rows (not points) are never anomalous
+        with atomic_path(run_dir / f"{name}_mask.npy") as tmp, tmp.open("wb") as fh:
+            np.save(fh, mask)
+        extra = {"anomalous": calibration.mask(scored.point_scores).astype(np.uint8)}
+    save_scored_ply(run_dir / f"{name}.ply", sample, scored.point_scores, vmin=None, vmax=None,
+                    extra_fields=extra)  # fmt: skip
     unscored = int(np.isnan(rows).sum())
-    return [str(rows.size), str(sample.num_points), str(unscored), f"{scored.object_score:.6f}"]
+    numbers = [str(rows.size), str(sample.num_points), str(unscored), f"{scored.object_score:.6f}"]
+    if calibration is None:
+        return numbers
+    return numbers + [
+        str(scored.verdict), f"{calibration.object_threshold.value:.6f}",
+        f"{calibration.point_threshold.value:.6f}", str(int(mask.sum())),
+    ]  # fmt: skip
 
 
-def _write_table(run_dir: Path, rows: list[list[str]]) -> None:
+def _write_table(run_dir: Path, rows: list[list[str]], calibrated: bool = False) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + CALIBRATED_COLUMNS if calibrated else COLUMNS)
     writer.writerows(rows)
     atomic_write_text(run_dir / SCORES_CSV, buffer.getvalue())
 
@@ -148,7 +168,8 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
     ``on_detector``, when given, is called with the loaded detector and returns an
     ``on_prediction(sample, prediction)`` callback called with every scored cloud.
 
-    Returns ``(scored clouds, failed clouds, unscored rows)``. Under torchrun the batches are
+    Returns ``(scored clouds, failed clouds, unscored rows)``; with ``--calibration`` the verdicts
+    are counted in ``args.verdicts`` (``{"ok": n, "anomalous": n}``). Under torchrun the batches are
     shared out over the ranks and rank 0 writes every output.
     """
     from ...model.detector import load_detector
@@ -163,15 +184,19 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
     detector = load_detector(
         args.checkpoint, device=args.device, weights=args.weights,
         cache_dir=args.cache_dir, use_cache=not args.no_cache,
+        calibration=getattr(args, "calibration", None),
     )  # fmt: skip
     on_prediction = on_detector(detector) if on_detector is not None else None
+    calibration = detector.calibration
+    args.verdicts = {"ok": 0, "anomalous": 0} if calibration is not None else None
+    object_scores: list[float] = []
     run_dir = distributed.broadcast(new_run_dir(args.out) if distributed.is_main() else None)
     args.out = run_dir
     if distributed.is_main():
         write_run_info(run_dir, config=detector.config, seed=detector.config.seed,
                        command=getattr(args, "command_line", None))  # fmt: skip
         attach_log_file(run_dir)
-        _write_table(run_dir, [])
+        _write_table(run_dir, [], calibration is not None)
     names = output_names([c.path for c in clouds])
     rows: list[list[str]] = []
     scored = failed = unscored = 0
@@ -188,15 +213,20 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
             if isinstance(outcome, _Failed):
                 failed += 1
                 error = f"{outcome.path}: {outcome.problem}"
-                rows.append([name, file, "error", "", "", "", "", error])
+                rows.append([name, file, "error", "", "", "", "", error]
+                            + [""] * (len(CALIBRATED_COLUMNS) if calibration else 0))
                 stop = stop or (None if keep_going else outcome)
                 continue
-            numbers = _write_outputs(run_dir, name, outcome)
-            rows.append([name, file, "ok", *numbers, ""])
+            numbers = _write_outputs(run_dir, name, outcome, calibration)
+            rows.append([name, file, "ok", *numbers[:4], "", *numbers[4:]])
+            if args.verdicts is not None:
+                args.verdicts[str(outcome.verdict)] += 1
+                object_scores.append(outcome.object_score)
             scored += 1
             unscored += int(numbers[2])
         if gathered is not None:
-            _write_table(run_dir, [r for r in rows if keep_going or r[2] == "ok"])
+            _write_table(run_dir, [r for r in rows if keep_going or r[2] == "ok"],
+                         calibration is not None)  # fmt: skip
         stop = distributed.broadcast(stop)
         if stop is not None:
             raise DatasetFormatError(
@@ -204,6 +234,10 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
                 f"{stop.problem}; stopped: {SCORES_CSV} lists the {scored} cloud(s) finished "
                 "(--keep-going goes on past bad clouds)",
             )
+    if calibration is not None and distributed.is_main():
+        warning = calibration.spread_warning(object_scores)
+        if warning:
+            logger.warning("predict: %s", warning)
     return scored, failed, unscored
 
 
@@ -218,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     gaps = f" ({unscored} input rows unscored: NaN/inf or missing cells)" if unscored else ""
     lines = [f"scored {scored} point cloud{'s' if scored != 1 else ''}{gaps}"]
+    if getattr(args, "verdicts", None) is not None:
+        lines.append(f"verdicts: {args.verdicts['ok']} ok, {args.verdicts['anomalous']} anomalous")
     paths = [("run folder", args.out)]
     if hook is not None and scored:
         path = html.write_report(args.out, title="align3d-ad predict", doc=None, hook=hook,

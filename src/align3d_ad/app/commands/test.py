@@ -14,7 +14,7 @@ import logging
 
 from ... import distributed
 from ...device import set_deterministic
-from ...errors import Align3DError
+from ...errors import Align3DError, ConfigError
 from .. import html
 from ..options import config_from_args, require_dir
 from ..runs import start_run
@@ -31,6 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from ...model.detector import load_detector
 
     require_dir(args.root, "dataset root")
+    if getattr(args, "shots", None) is not None:
+        from ...model.thresholds import check_rate
+
+        check_rate(args.false_alarm_rate)
+        if args.shots < 1 or args.draws < 1:
+            raise ConfigError(f"--shots and --draws must be >= 1, got {args.shots}, {args.draws}")
     doc = read_checkpoint(args.checkpoint)
     if getattr(args, "skip_unlabelled", False):
         args.overrides = [*args.overrides, "eval.on_missing_gt=skip"]
@@ -78,7 +84,17 @@ def run(args: argparse.Namespace) -> int:
     if not distributed.is_main():
         return 0
     doc = combine_runs({"test": results}, **header, skipped=results.skipped)
+    if getattr(args, "shots", None):  # --shots K: zero-shot and K-shot side by side
+        from ...evaluate.fewshot import fewshot_protocol, write_fewshot_tables
+
+        doc["few_shot"] = fewshot_protocol(
+            detector, args.dataset, args.root, plan, shots=args.shots, out_dir=run_dir,
+            zero_shot=results, eval_config=config.eval, draws=args.draws,
+            false_alarm_rate=args.false_alarm_rate,
+        )  # fmt: skip
     write_results(run_dir, doc)
+    if "few_shot" in doc:
+        write_fewshot_tables(run_dir, doc)
     if hook is not None:
         html.write_report(run_dir, title=f"align3d-ad test on {args.dataset}", doc=doc, hook=hook,
                           config=detector.config, facts=[("tested on", f"{args.dataset} ({args.root})"),
