@@ -393,7 +393,7 @@ def test_epoch_postfix_and_the_metrics_table():
                     "foreground": {"p_auroc": 0.5391, "aupro": 0.149},
                     "grid": {"p_auroc": 0.854, "aupro": math.nan}}}  # fmt: skip
     assert metrics_table(doc) == [
-        "mean of 2 categories (cookie, dowel)   O-AUROC  P-AUROC    AUPRO",
-        "  points only                             74.1     53.9     14.9",
-        "  organised grid, background 0            74.1     85.4      n/a",
+        "mean of 2 categories (cookie, dowel)  O-AUROC  P-AUROC    AUPRO",
+        "  points only                            74.1     53.9     14.9",
+        "  organised grid, background 0           74.1     85.4      n/a",
     ]
