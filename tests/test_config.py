@@ -127,6 +127,7 @@ def test_every_numeric_key_has_a_range():
         ("method.beta=-0.5", "method.beta must lie in [0, 1], got -0.5"),
         ("method.smoothing_sigma=-1", "method.smoothing_sigma must be >= 0, got -1.0"),
         ("method.grid_sigma=-4", "method.grid_sigma must be >= 0, got -4.0"),
+        ("method.fewshot_weight=1.5", "method.fewshot_weight must lie in [0, 1], got 1.5"),
         ("data.plane_fit_threshold=0", "data.plane_fit_threshold must be > 0, got 0.0"),
         ("data.plane_cut_distance=-0.001", "data.plane_cut_distance must be >= 0, got -0.001"),
         ("data.cluster_radius=0", "data.cluster_radius must be > 0, got 0.0"),

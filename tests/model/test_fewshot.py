@@ -102,7 +102,7 @@ def test_scales_survive_the_round_trip_and_leave_one_out(tmp_path):
 
 
 def test_fusion_puts_both_maps_on_one_scale():
-    from align3d_ad.model.detector import fuse_fewshot
+    from align3d_ad.model.fewshot import fuse_fewshot
 
     zero, few = torch.tensor([0.2, 0.4]), torch.tensor([0.01, 0.03])
     point, obj = fuse_fewshot(zero, torch.tensor(1.0), few, weight=0.25, scales=(0.1, 0.01))

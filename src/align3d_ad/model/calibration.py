@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,11 +29,19 @@ from ..backbone.encode import ViewEncoder
 from ..data.prepare import PreparedSample
 from ..errors import CheckpointMismatchError, ConfigError
 from .checkpoint import CHECKPOINT_JSON, HEAD_FILE
-from .fewshot import BANK_FILE, MAX_BANK_TOKENS, ReferenceBank
+from .fewshot import (
+    BANK_FILE,
+    FEWSHOT,
+    MAX_BANK_TOKENS,
+    ZERO_SHOT,
+    ReferenceBank,
+    fuse_fewshot,
+)  # fmt: skip
 from .thresholds import MARGIN, Threshold, check_rate, f1_threshold, rate_threshold
 
-if TYPE_CHECKING:
-    from .detector import Detector
+#: A :class:`~align3d_ad.model.detector.Detector` (not imported here: the detector loads
+#: calibrations, so this module must not import it).
+Detector = Any
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +256,6 @@ def fit_scales(
     ``s_z`` is the standard deviation of the references' zero-shot point scores, ``s_f`` that of
     their leave-one-out few-shot point scores: dividing by them puts both maps on one scale.
     """
-    from .detector import FEWSHOT, ZERO_SHOT, fuse_fewshot
-
     if len(references) < 2:
         preds = _predictions(detector.with_references(None), references)
         zero = np.concatenate([p.point_scores[p.foreground] for p in preds])

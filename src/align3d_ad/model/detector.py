@@ -36,7 +36,7 @@ from ..render import (
     smooth_point_scores,
 )
 from .checkpoint import load_parts
-from .fewshot import ReferenceBank
+from .fewshot import FEWSHOT, ZERO_SHOT, ReferenceBank, fuse_fewshot
 from .head import ALIGNED, RENDERING, AnomalyHead
 
 if TYPE_CHECKING:
@@ -44,10 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Name of the few-shot map in :attr:`Prediction.branch_point_scores`.
-FEWSHOT = "fewshot"
-#: Name of the zero-shot fused map in :attr:`Prediction.branch_point_scores` (with references).
-ZERO_SHOT = "zero_shot"
 #: Samples rendered and scored together.
 PREDICT_BATCH = 4
 
@@ -101,21 +97,6 @@ def fuse_branches(
         return point, obj
     (branch,) = points
     return points[branch], points[branch].max() + globals_[branch]
-
-
-def fuse_fewshot(
-    point: torch.Tensor,
-    obj: torch.Tensor,
-    few_point: torch.Tensor,
-    *,
-    weight: float,
-    scales: tuple[float, float] = (1.0, 1.0),
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-shot and few-shot fused (docs/calibration.md): ``(1 - w) Z / s_z + w F / s_f`` for the
-    points and ``(1 - w) z / s_z + w max(F) / s_f`` for the object, ``s`` the references' scales."""
-    zs, fs = scales
-    fused = (1 - weight) * point / zs + weight * few_point / fs
-    return fused, (1 - weight) * obj / zs + weight * few_point.max() / fs
 
 
 class Detector:

@@ -38,6 +38,10 @@ BANK_FILE = "references.safetensors"
 MAX_BANK_TOKENS = 50_000
 #: Dimension of the random projection the coreset selection measures distances in.
 CORESET_DIM = 64
+#: Name of the few-shot map in :attr:`~align3d_ad.model.detector.Prediction.branch_point_scores`.
+FEWSHOT = "fewshot"
+#: Name of the zero-shot fused map there (with references).
+ZERO_SHOT = "zero_shot"
 #: Test tokens compared with the bank at once (bounds the (chunk, M) similarity matrix).
 SCORE_CHUNK = 1024
 
@@ -68,6 +72,21 @@ def kcenter_coreset(features: torch.Tensor, size: int, *, seed: int = 0) -> torc
         chosen[i] = nxt
         dist = torch.minimum(dist, (x - x[nxt]).square().sum(1))
     return chosen.sort().values
+
+
+def fuse_fewshot(
+    point: torch.Tensor,
+    obj: torch.Tensor,
+    few_point: torch.Tensor,
+    *,
+    weight: float,
+    scales: tuple[float, float] = (1.0, 1.0),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-shot and few-shot fused (docs/calibration.md): ``(1 - w) Z / s_z + w F / s_f`` for the
+    points and ``(1 - w) z / s_z + w max(F) / s_f`` for the object, ``s`` the references' scales."""
+    zs, fs = scales
+    fused = (1 - weight) * point / zs + weight * few_point / fs
+    return fused, (1 - weight) * obj / zs + weight * few_point.max() / fs
 
 
 @dataclass
