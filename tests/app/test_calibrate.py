@@ -15,8 +15,8 @@ from align3d_ad.app.cli import EXIT_USER_ERROR, main
 from align3d_ad.data import read_ply, write_tiff_xyz
 
 
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in [*argv, "--device", "cpu", "--quiet"]])
+def _run(capsys, *argv, quiet: bool = True) -> tuple[int, str, str]:
+    code = main([str(a) for a in [*argv, "--device", "cpu", *(["--quiet"] if quiet else [])]])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -68,9 +68,9 @@ def test_verdicts_masks_and_ply_agree(capsys, calibration, trained_run, synth_mv
     doc["thresholds"]["point"]["value"] = point_t
     (cal / "calibration.json").write_text(json.dumps(doc))
     code, out, _ = _run(capsys, "predict", "--checkpoint", trained_run, "--calibration", cal,
-                        *files, "--out", tmp_path / "second")  # fmt: skip
+                        *files, "--out", tmp_path / "second", quiet=False)  # fmt: skip
     assert code == 0
-    assert "verdicts: 3 ok, 2 anomalous" in out
+    assert "verdicts: 3 ok, 2 anomalous" in out.splitlines()
     rows = _table(tmp_path / "second")
     for row in rows:
         expect = "anomalous" if float(row["object_score"]) > (scores[2] + scores[3]) / 2 else "ok"
