@@ -57,12 +57,20 @@ class TerminalHandler(logging.StreamHandler):
     """A stream handler that writes each record above the progress bars, never into one.
 
     Records marked :data:`SHOWN_IN_BAR` are left out while bars are drawn, unless ``verbose``.
+    Without a ``stream`` it writes to whatever ``sys.stderr`` is when a record comes (so a
+    redirected or replaced stderr, as in notebooks and tests, never holds a closed stream).
     """
 
     def __init__(self, stream: Any = None, *, verbose: bool = False) -> None:
         super().__init__(stream if stream is not None else sys.stderr)
+        self._follow_stderr = stream is None
         self.verbose = verbose
         self.addFilter(self._not_in_bar)
+
+    def flush(self) -> None:
+        if self._follow_stderr:
+            self.stream = sys.stderr
+        super().flush()
 
     def _not_in_bar(self, record: logging.LogRecord) -> bool:
         """False for a :data:`SHOWN_IN_BAR` record while bars are drawn (and not verbose)."""
@@ -70,6 +78,8 @@ class TerminalHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if self._follow_stderr:
+                self.stream = sys.stderr
             write_line(self.format(record), self.stream)
             self.flush()
         except RecursionError:  # pragma: no cover - as logging.StreamHandler does

@@ -31,7 +31,7 @@ ERROR = "align3d-ad test: error: "
 
 def _test(capsys, run_dir: Path, cache: Path, dataset: str, root: Path, out: Path, *extra: str):
     code = main(["test", "--checkpoint", str(run_dir), "--dataset", dataset, "--root", str(root),
-                 "--out", str(out), "--device", "cpu", "--cache-dir", str(cache), "--quiet",
+                 "--out", str(out), "--device", "cpu", "--cache-dir", str(cache),
                  *map(str, extra)])  # fmt: skip
     _, err = capsys.readouterr()
     assert "Traceback" not in err

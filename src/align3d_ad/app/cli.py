@@ -40,7 +40,7 @@ def _setup_logging(quiet: bool, verbose: bool = False, *, other_rank: bool = Fal
     from ..progress import TerminalHandler, set_quiet
 
     set_quiet(quiet or other_rank)
-    stream = TerminalHandler(sys.stderr, verbose=verbose and not (quiet or other_rank))
+    stream = TerminalHandler(verbose=verbose and not (quiet or other_rank))  # follows stderr
     stream.setFormatter(TerminalFormatter("%(message)s"))
     log.handlers[:] = [stream]
     level = (logging.ERROR if quiet else logging.WARNING if other_rank

@@ -170,11 +170,12 @@ def _eigvec_in_plane(a: np.ndarray, first: np.ndarray, value: np.ndarray) -> np.
     """Eigenvector for ``value`` orthogonal to the known eigenvector ``first`` (2D subproblem)."""
     x, y, z = first[:, 0], first[:, 1], first[:, 2]
     use_x = np.abs(x) > np.abs(y)
-    inv_xz = 1 / np.sqrt(np.where(use_x, x * x + z * z, 1.0))
-    inv_yz = 1 / np.sqrt(np.where(use_x, 1.0, y * y + z * z))
-    zero = np.zeros_like(x)
-    u = np.where(use_x[:, None], np.stack([-z * inv_xz, zero, x * inv_xz], 1),
-                 np.stack([zero, z * inv_yz, -y * inv_yz], 1))  # fmt: skip
+    with np.errstate(divide="ignore", invalid="ignore"):  # zero rows (degenerate): caller fixes
+        inv_xz = 1 / np.sqrt(np.where(use_x, x * x + z * z, 1.0))
+        inv_yz = 1 / np.sqrt(np.where(use_x, 1.0, y * y + z * z))
+        zero = np.zeros_like(x)
+        u = np.where(use_x[:, None], np.stack([-z * inv_xz, zero, x * inv_xz], 1),
+                     np.stack([zero, z * inv_yz, -y * inv_yz], 1))  # fmt: skip
     v = np.cross(first, u)
     au, av = np.einsum("nij,nj->ni", a, u), np.einsum("nij,nj->ni", a, v)
     m00 = (u * au).sum(1) - value
