@@ -11,10 +11,9 @@ from scipy.ndimage import gaussian_filter
 
 from align3d_ad.data import PointCloudSample
 from align3d_ad.data.reference import farthest_point_indices, reference_resample
-from align3d_ad.model.head import ALIGNED, RENDERING
+from align3d_ad.model.head import ALIGNED, RENDERING, fuse_branches
 from align3d_ad.model.reference_post import (
     _seen_rows,
-    fuse_reference,
     grid_maps,
     lift_resampled,
     nearest_point_maps,
@@ -117,7 +116,7 @@ def test_grid_blur_covers_the_whole_grid_and_the_object_score_takes_its_max():
     assert (blurred[0].numpy() > 0).mean() > 0.5  # background cells keep blurred scores
     grids = {ALIGNED: blurred[0], RENDERING: blurred[1]}
     glob = {ALIGNED: torch.tensor(0.2), RENDERING: torch.tensor(0.6)}
-    point, obj = fuse_reference(grids, glob, alpha=0.25, beta=0.75)
+    point, obj = fuse_branches(grids, glob, alpha=0.25, beta=0.75)
     np.testing.assert_allclose(point.numpy(), 0.75 * expected[0] + 0.25 * expected[1], atol=1e-6)
     assert float(obj) == pytest.approx(
         (0.25 * expected[0] + 0.75 * expected[1]).max() + 0.25 * 0.2 + 0.75 * 0.6, abs=1e-6

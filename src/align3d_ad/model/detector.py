@@ -37,7 +37,7 @@ from ..render import (
 )
 from .checkpoint import load_parts
 from .fewshot import FEWSHOT, ZERO_SHOT, ReferenceBank, fuse_fewshot
-from .head import ALIGNED, RENDERING, AnomalyHead
+from .head import AnomalyHead, fuse_branches
 
 if TYPE_CHECKING:
     from .calibration import Calibration
@@ -86,17 +86,6 @@ class Prediction:
     zero_shot_object: float | None = None  #: with references: the zero-shot object score
 
 
-def fuse_branches(
-    points: dict[str, torch.Tensor], globals_: dict[str, torch.Tensor], *, alpha: float, beta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Point scores and object score from the branch maps (METHOD.md §6; one branch: itself)."""
-    if ALIGNED in points and RENDERING in points:
-        point = beta * points[ALIGNED] + (1 - beta) * points[RENDERING]
-        obj_map = alpha * points[ALIGNED] + (1 - alpha) * points[RENDERING]
-        obj = obj_map.max() + alpha * globals_[ALIGNED] + (1 - alpha) * globals_[RENDERING]
-        return point, obj
-    (branch,) = points
-    return points[branch], points[branch].max() + globals_[branch]
 
 
 class Detector:

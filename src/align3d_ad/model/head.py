@@ -127,3 +127,17 @@ class AnomalyHead(nn.Module):
             maps = probs.reshape(b, v, grid, grid, 2).permute(0, 1, 4, 2, 3)
             out[branch] = BranchOutput(logits, maps, text)
         return out
+
+
+def fuse_branches(
+    points: dict[str, torch.Tensor], globals_: dict[str, torch.Tensor], *, alpha: float, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point and object scores from branch maps of any shape, (N,) points or (S, S) grids
+    (METHOD.md §6; one branch: itself)."""
+    if ALIGNED in points and RENDERING in points:
+        point = beta * points[ALIGNED] + (1 - beta) * points[RENDERING]
+        obj_map = alpha * points[ALIGNED] + (1 - alpha) * points[RENDERING]
+        obj = obj_map.max() + alpha * globals_[ALIGNED] + (1 - alpha) * globals_[RENDERING]
+        return point, obj
+    (branch,) = points
+    return points[branch], points[branch].max() + globals_[branch]

@@ -31,7 +31,7 @@ from ..data.prepare import PreparedSample
 from ..data.reference import reference_resample
 from ..errors import ShapeError
 from ..render import Rendering, smooth_grid_scores
-from .head import ALIGNED, RENDERING
+from .head import fuse_branches
 
 
 def lift_resampled(scores: np.ndarray, rows: np.ndarray, prepared: PreparedSample) -> np.ndarray:
@@ -108,18 +108,6 @@ def cells_of(sample, size: int) -> np.ndarray:
     return np.arange(size * size)
 
 
-def fuse_reference(
-    grids: dict[str, torch.Tensor], globals_: dict[str, torch.Tensor], *, alpha: float, beta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S, S) fused point map (β) and the object score (α) from blurred per-branch grids."""
-    if ALIGNED in grids and RENDERING in grids:
-        point = beta * grids[ALIGNED] + (1 - beta) * grids[RENDERING]
-        obj_map = alpha * grids[ALIGNED] + (1 - alpha) * grids[RENDERING]
-        obj = obj_map.max() + alpha * globals_[ALIGNED] + (1 - alpha) * globals_[RENDERING]
-        return point, obj
-    (branch,) = grids
-    return grids[branch], grids[branch].max() + globals_[branch]
-
 
 def _lift(grid: torch.Tensor, index: torch.Tensor, rows: np.ndarray, prep: PreparedSample):
     """Values of an S x S grid at the resampled points, lifted to the prepared points."""
@@ -147,7 +135,7 @@ def predict_reference(detector, prepared: list[PreparedSample]) -> list:
         blurred = grid_maps(stacked, cells, size, sigma)
         grids = {b: blurred[k] for k, b in enumerate(maps)}
         glob = {b: p[i] for b, p in global_p.items()}
-        point_grid, obj = fuse_reference(grids, glob, alpha=config.method.alpha,
+        point_grid, obj = fuse_branches(grids, glob, alpha=config.method.alpha,
                                          beta=config.method.beta)  # fmt: skip
         index = torch.from_numpy(cells).to(point_grid.device)
 
@@ -162,7 +150,6 @@ def predict_reference(detector, prepared: list[PreparedSample]) -> list:
 
 __all__ = [
     "cells_of",
-    "fuse_reference",
     "grid_maps",
     "lift_resampled",
     "nearest_point_maps",
