@@ -20,3 +20,16 @@ def demo_config(root, cache, *overrides):
         [f"data.root={root}", f"backbone.cache_dir={cache}", "device=cpu",
          "data.train_categories=[bagel]", *FAST_TRAIN, *overrides],
     )
+
+
+def stops_at_call(real, n: int = 2):
+    """``real`` wrapped to raise KeyboardInterrupt at its ``n``-th call (an interrupted epoch)."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapped

@@ -23,7 +23,7 @@ from align3d_ad.model.prompts import PromptLearner
 from align3d_ad.render.upsample import interpolation_matrix, upsample_bilinear
 from align3d_ad.training import stages
 from emulated_device import emulated_cuda
-from pipeline_helpers import FAST_TRAIN
+from pipeline_helpers import FAST_TRAIN, stops_at_call
 
 
 @pytest.fixture
@@ -190,14 +190,8 @@ def test_deterministic_cpu_training_and_resume_are_bitwise(restore_determinism, 
     assert _cli_train(synth_mvtec, feature_cache, tmp_path / "a", "--deterministic") == 0
     assert torch.are_deterministic_algorithms_enabled()
     assert load_config(tmp_path / "a" / "config.yaml").deterministic is True
-    real_epoch, calls = trainer.stage2_epoch, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
+    real_epoch = trainer.stage2_epoch
+    interrupted = stops_at_call(real_epoch)  # in the second stage-2 epoch
     monkeypatch.setattr(trainer, "stage2_epoch", interrupted)
     assert _cli_train(synth_mvtec, feature_cache, tmp_path / "c", "--deterministic") == 130
     monkeypatch.setattr(trainer, "stage2_epoch", real_epoch)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from align3d_ad.app.cli import main
 from emulated_device import PlacementError, emulated_cuda
-from pipeline_helpers import FAST_TRAIN
+from pipeline_helpers import FAST_TRAIN, stops_at_call
 
 
 @pytest.fixture
@@ -219,13 +219,7 @@ def test_resume_on_the_emulated_gpu_equals_the_uninterrupted_cpu_run(cpu_runs, m
     root, base = cpu_runs
     run = base / "resumed" / "run"
     real_epoch = trainer.stage2_epoch
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+    interrupted = stops_at_call(real_epoch)  # in the second stage-2 epoch
 
     with emulated_cuda(monkeypatch) as emu:
         monkeypatch.setattr(trainer, "stage2_epoch", interrupted)

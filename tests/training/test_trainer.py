@@ -16,7 +16,7 @@ from align3d_ad.model.checkpoint import HEAD_FILE, read_checkpoint
 from align3d_ad.model.detector import Detector, load_detector
 from align3d_ad.training import stages as stages_module
 from align3d_ad.training import train_model
-from pipeline_helpers import demo_config
+from pipeline_helpers import demo_config, stops_at_call
 
 
 def _heads_equal(a, b) -> bool:
@@ -68,14 +68,7 @@ def test_training_is_deterministic_and_resume_is_exact(tmp_path, synth_mvtec, fe
     assert second.cache_misses == 0 and second.cache_hits == first.cache_hits + first.cache_misses
 
     real_epoch = stages_module.stage2_epoch
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
+    interrupted = stops_at_call(real_epoch)  # in the second stage-2 epoch
     monkeypatch.setattr("align3d_ad.training.trainer.stage2_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_model(config, resumed)
