@@ -15,7 +15,7 @@ PACKAGE = Path(align3d_ad.__file__).parent
 
 #: Modules every room may use: they import nothing but each other.
 FOUNDATION = {"_version", "versions", "errors", "_checks", "_atomic", "config", "device",
-              "distributed", "progress"}  # fmt: skip
+              "distributed", "progress", "profiling"}  # fmt: skip
 #: What each room may import besides the foundation (and itself).
 ALLOWED = {
     "data": set(),

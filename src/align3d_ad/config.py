@@ -40,7 +40,7 @@ MAX_SEED = 2**32 - 1
 #: Allowed values of the choice keys, per section.
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "render": {"projection": ("orthographic", "perspective"), "style": ("ours", "reference")},
-    "backbone": {"precision": ("fp32", "bf16", "fp16")},
+    "backbone": {"precision": ("auto", "fp32", "amp-bf16", "bf16", "fp16")},
     "method": {"variant": METHOD_VARIANTS, "branches": BRANCHES, "smoothing": ("knn", "grid", "none"),
                "postprocess": ("native", "reference")},
     "eval": {"aupro_method": ("exact", "official"), "on_missing_gt": ("error", "skip")},
@@ -65,7 +65,7 @@ RANGES: dict[str, dict[str, str]] = {
         "stage2_epochs": ">= 0", "stage2_dpca_epochs": ">= 0", "stage2_batch_size": ">= 1",
         "lr": "> 0", "betas": "[0, 1)",
     },
-    "eval": {"grid_size": ">= 2", "max_fpr": "(0, 1]"},
+    "eval": {"grid_size": ">= 2", "max_fpr": "(0, 1]", "batch_size": ">= 1", "workers": ">= 0"},
     "": {"seed": f"[0, {MAX_SEED}]"},
 }  # fmt: skip
 
@@ -116,7 +116,9 @@ class BackboneConfig:
     weights: str | None = None  #: local weights file (state dict, safetensors, OpenAI TorchScript)
     vv_start: int | None = None  #: first V-V block (1-based); None = 6/24 of the depth
     layers: tuple[int, ...] = ()  #: V-V layers for local features; () = the last
-    precision: str = "fp32"  #: fp32 | bf16 | fp16
+    #: auto (amp-bf16 on CUDA, fp32 elsewhere) | fp32 | amp-bf16 (bf16 autocast of the image
+    #: encoder, fp32 weights) | bf16 | fp16 (weights cast)
+    precision: str = "auto"
     batch_size: int = 18  #: views per backbone forward
     cache_dir: str | None = None  #: None = <user cache>/align3d-ad/features
     use_cache: bool = True
@@ -185,6 +187,8 @@ class EvalConfig:
     grid_size: int = 336  #: side of the resized organised grid of the `grid` point metrics
     aupro_method: str = "exact"  #: exact | official
     max_fpr: float = 0.3
+    batch_size: int = 4  #: samples rendered and scored together (B x V views per backbone pass)
+    workers: int | None = None  #: processes reading and preparing samples; None = one per spare core
 
     def __post_init__(self) -> None:
         check_section(self, "eval")

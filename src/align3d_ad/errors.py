@@ -27,6 +27,9 @@ class DatasetFormatError(Align3DError, ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple:  # rebuilt from (path, problem) in another process
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigError(Align3DError, ValueError):
     """A configuration key or value is unknown or invalid."""

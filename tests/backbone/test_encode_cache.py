@@ -49,6 +49,7 @@ def test_zeroed_half_of_cached_tokens_is_caught_and_recomputed(tmp_path, caplog,
     cache = FeatureCache(tmp_path)
     encoder = _encoder(backbone, cache)
     encoder.encode([sample])
+    cache.flush()  # the entry is written in the background
     tokens = cache.entry_dir(encoder.key(sample, "geometry")) / "tokens.npy"
     data = bytearray(tokens.read_bytes())
     data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
@@ -63,6 +64,7 @@ def test_zeroed_half_of_cached_tokens_is_caught_and_recomputed(tmp_path, caplog,
     assert (cache.hits, cache.misses, cache.broken) == (0, 2, 1)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert str(tokens.parent) in warning and "tokens.npy does not match its checksum" in warning
+    cache.flush()
     np.testing.assert_array_equal(np.load(tokens), fresh.tokens)  # rewritten on disk
 
 

@@ -43,6 +43,16 @@ def add_backbone(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
 
+def add_loading(parser: argparse.ArgumentParser) -> None:
+    """``--workers`` and ``--batch-size`` (demo, test, predict, reproduce)."""
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="processes reading and preparing the next samples while the current "
+                        "ones are scored; 0 = none (default: one per spare CPU core, at most 8)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B",
+                        help="samples rendered and scored together (B x views images per backbone "
+                        "pass, in chunks of backbone.batch_size; default 4)")  # fmt: skip
+
+
 def add_report(parser: argparse.ArgumentParser) -> None:
     """``--no-report`` (demo, test, predict, reproduce): no ``report.html``."""
     parser.add_argument("--no-report", action="store_true",
@@ -64,6 +74,10 @@ def config_from_args(args: argparse.Namespace, path: Path | None = None) -> Conf
         overrides.append("deterministic=true")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if getattr(args, "workers", None) is not None:
+        overrides.append(f"eval.workers={args.workers}")
+    if getattr(args, "batch_size", None) is not None:
+        overrides.append(f"eval.batch_size={args.batch_size}")
     if getattr(args, "cache_dir", None) is not None:
         overrides.append(f"backbone.cache_dir={args.cache_dir}")
     if getattr(args, "no_cache", False):

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_backbone, add_common, add_config, add_deterministic, add_report
+from .options import (
+    add_backbone,
+    add_common,
+    add_config,
+    add_deterministic,
+    add_loading,
+    add_report,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --shots: the rate the thresholds are calibrated at (0.01)")
     add_config(p)
     add_backbone(p)
+    add_loading(p)
     add_report(p)
     add_common(p)
     add_deterministic(p)
@@ -92,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, default=None, metavar="CAL_DIR",
                    help="folder written by calibrate: few-shot references, verdicts and masks")
     add_backbone(p)
+    add_loading(p)
     add_report(p)
     add_common(p)
     add_deterministic(p)
@@ -118,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="root of the test dataset for cross-dataset rows")
     p.add_argument("--out", type=Path, required=True)
     add_backbone(p)
+    add_loading(p)
     add_report(p)
     add_common(p)
     add_deterministic(p)

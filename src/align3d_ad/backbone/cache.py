@@ -27,9 +27,11 @@ import mmap
 import os
 import re
 import shutil
+import threading
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,8 @@ CACHE_FORMAT = 2
 #: Storage dtype of floating-point arrays (features are unit vectors: fp16 keeps ~3 digits).
 STORE_FLOAT_DTYPE = np.float16
 MANIFEST = "manifest.json"
+#: Entries :meth:`FeatureCache.put` lets wait for the background writer (bounds host memory).
+MAX_PENDING_WRITES = 2
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -111,6 +115,11 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
         self.broken = 0
+        self._lock = threading.Lock()
+        self._pending: dict[str, Mapping[str, Any]] = {}  #: written in the background now
+        self._futures: list[Future] = []
+        self._writer: ThreadPoolExecutor | None = None
+        self._failed: BaseException | None = None
 
     @property
     def enabled(self) -> bool:
@@ -144,7 +153,8 @@ class FeatureCache:
 
         Floating-point arrays are stored (and returned) as float16 whether or not the cache is
         enabled, so results never depend on the cache state. Arrays read from disk are read-only
-        memory maps.
+        memory maps. The entry is on disk when this returns (see :meth:`put` for the
+        asynchronous form).
 
         Args:
             key: From :meth:`key`.
@@ -153,23 +163,83 @@ class FeatureCache:
         Returns:
             {name: np.ndarray}.
         """
-        if self.root is None:
-            self.misses += 1
-            return {k: _to_numpy(v) for k, v in self._checked(compute()).items()}
-        folder = self.entry_dir(key)
-        found = self._read(folder)
+        found = self.lookup(key)
         if found is not None:
-            self.hits += 1
-            return found
-        self.misses += 1
-        if folder.exists():
-            self.broken += 1
+            return {k: v if isinstance(v, np.ndarray) else _to_numpy(v) for k, v in found.items()}
         arrays = {k: _to_numpy(v) for k, v in self._checked(compute()).items()}
+        self.misses += 1
+        if self.root is None:
+            return arrays
+        folder = self.entry_dir(key)
         self._write(folder, arrays)
         found = self._read(folder)
         if found is None:  # pragma: no cover - only if the disk lies
             raise OSError(f"feature cache entry {folder} is unreadable right after writing")
         return found
+
+    def lookup(self, key: str) -> dict[str, np.ndarray | torch.Tensor] | None:
+        """The arrays of entry ``key`` (a hit), or None (nothing counted: :meth:`put` counts).
+
+        An entry still being written in the background is answered from memory.
+        """
+        if self.root is None:
+            return None
+        with self._lock:
+            pending = self._pending.get(key)
+        if pending is not None:
+            self.hits += 1
+            return dict(pending)
+        folder = self.entry_dir(key)
+        found = self._read(folder)
+        if found is not None:
+            self.hits += 1
+        elif folder.exists():
+            self.broken += 1
+        return found
+
+    def put(self, key: str, arrays: Mapping[str, torch.Tensor | np.ndarray]) -> None:
+        """Store freshly computed arrays under ``key`` (a miss), in a background thread.
+
+        Tensors may live on any device; the thread copies them to the host and writes the entry
+        (so the copy and the disk write stay off the caller's path). At most
+        ``MAX_PENDING_WRITES`` entries wait; a write error is raised by the next :meth:`put` or
+        :meth:`flush`. Callers that need the entry on disk (another process reads it) call
+        :meth:`flush`.
+        """
+        arrays = dict(self._checked(arrays))
+        self.misses += 1
+        if self.root is None:
+            return
+        self._raise_failed()
+        folder = self.entry_dir(key)
+        with self._lock:
+            self._pending[key] = arrays
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="feature-cache")
+        self._futures.append(self._writer.submit(self._write_pending, key, folder, arrays))
+        while len(self._futures) > MAX_PENDING_WRITES:
+            self._futures.pop(0).result()
+        self._raise_failed()
+
+    def flush(self) -> None:
+        """Wait for the background writes of :meth:`put`; raise the first one that failed."""
+        while self._futures:
+            self._futures.pop(0).result()
+        self._raise_failed()
+
+    def _write_pending(self, key: str, folder: Path, arrays: Mapping[str, Any]) -> None:
+        try:
+            self._write(folder, {k: _to_numpy(v) for k, v in arrays.items()})
+        except Exception as err:  # raised in the caller's thread by the next put / flush
+            self._failed = self._failed or err
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            err, self._failed = self._failed, None
+            raise err
 
     @staticmethod
     def _checked(arrays: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import profiling
 from ..data.sample import PointCloudSample
 from ..render import Rendering, RenderSettings, ViewPreset, render_samples
 from .cache import FeatureCache
@@ -24,31 +25,48 @@ from .loader import Backbone
 
 logger = logging.getLogger(__name__)
 
+#: The features' dtype on the device: the cache's storage dtype.
+STORE_DTYPE = torch.float16  # = STORE_FLOAT_DTYPE
 GEOMETRY = "geometry"
 COLOUR = "colour"
 
 
 @dataclass
 class ViewFeatures:
-    """Features of the V views of one sample (fp16 numpy, possibly memory-mapped).
+    """Features of the V views of one sample: float16, numpy (read from the cache, possibly
+    memory-mapped) or a tensor on the backbone's device (just computed).
 
     Attributes:
         global_: (V, D) global tokens.
         tokens: (V, L, 1+P, D) V-V patch tokens of the configured layers, CLS first.
     """
 
-    global_: np.ndarray
-    tokens: np.ndarray
+    global_: np.ndarray | torch.Tensor
+    tokens: np.ndarray | torch.Tensor
 
 
 
 def stack_features(
     features: list[ViewFeatures], device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, V, D) global and (B, V, L, 1+P, D) token float32 tensors of a batch of samples."""
-    g = torch.from_numpy(np.stack([np.asarray(f.global_, dtype=np.float32) for f in features]))
-    t = torch.from_numpy(np.stack([np.asarray(f.tokens, dtype=np.float32) for f in features]))
-    return g.to(device), t.to(device)
+    """(B, V, D) global and (B, V, L, 1+P, D) token float32 tensors of a batch of samples.
+
+    Features already on ``device`` stay there; cached (host, float16) ones are copied as float16
+    (half the bytes; pinned and non-blocking on CUDA) and widened on the device.
+    """
+    device = torch.device(device)
+    g = torch.stack([_on_device(f.global_, device) for f in features])
+    t = torch.stack([_on_device(f.tokens, device) for f in features])
+    return g.float(), t.float()
+
+
+def _on_device(value: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    host = torch.from_numpy(np.array(value, copy=True))  # the cache's arrays are read-only maps
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host
 
 
 class ViewEncoder:
@@ -102,10 +120,11 @@ class ViewEncoder:
         self, samples: list[PointCloudSample], *, colours: bool = False, labels: bool = False
     ) -> Rendering:
         """Render ``samples`` on the backbone's device."""
-        return render_samples(
-            samples, self.preset, self.settings, device=self.device,
-            with_colors=colours, with_labels=labels,
-        )  # fmt: skip
+        with profiling.stage("render"):
+            return render_samples(
+                samples, self.preset, self.settings, device=self.device,
+                with_colors=colours, with_labels=labels,
+            )  # fmt: skip
 
     def encode(
         self,
@@ -113,34 +132,50 @@ class ViewEncoder:
         *,
         mode: str = GEOMETRY,
         rendering: Rendering | None = None,
+        host: bool = False,
     ) -> list[ViewFeatures]:
         """Features of every view of every sample, from the cache or computed now.
+
+        The views of all samples not in the cache go through the backbone together (B x V
+        images, in passes of ``batch_size``). Fresh features stay on the device (rounded to the
+        cache's float16, so results never depend on the cache state); the cache writes its copy
+        in the background (:meth:`~.cache.FeatureCache.put`).
 
         Args:
             samples: The samples (as rendered: already prepared).
             mode: ``geometry`` (shaded renderings) or ``colour`` (per-point RGB renderings).
-            rendering: Their rendering, if already made (it is only made for cache misses).
+            rendering: Their rendering, if already made (else only the cache misses are rendered).
+            host: Return fresh features as host arrays too (features kept for a long time, e.g.
+                training items, should not hold device memory).
         """
-        out = []
-        for b, sample in enumerate(samples):
-            def compute(b: int = b, sample: PointCloudSample = sample) -> dict[str, torch.Tensor]:
-                nonlocal rendering
-                if rendering is None or (mode == COLOUR and rendering.color_images is None):
-                    rendering = self.render(samples, colours=mode == COLOUR)
-                return self._extract(rendering, b, mode, sample)
-
-            arrays = self.cache.get_or_compute(self.key(sample, mode), compute)
-            out.append(ViewFeatures(arrays["global"], arrays["tokens"]))
-        return out
+        keys = [self.key(sample, mode) for sample in samples]
+        found = [self.cache.lookup(key) for key in keys]
+        missing = [b for b, arrays in enumerate(found) if arrays is None]
+        if missing:
+            if rendering is None or (mode == COLOUR and rendering.color_images is None):
+                rendering = self.render([samples[b] for b in missing], colours=mode == COLOUR)
+                rows = list(range(len(missing)))
+            else:
+                rows = missing
+            for b, arrays in zip(missing, self._extract(rendering, rows, mode, samples)):
+                self.cache.put(keys[b], arrays)
+                found[b] = {k: v.cpu().numpy() for k, v in arrays.items()} if host else arrays
+        return [ViewFeatures(arrays["global"], arrays["tokens"]) for arrays in found]
 
     def _extract(
-        self, rendering: Rendering, b: int, mode: str, sample: PointCloudSample
-    ) -> dict[str, torch.Tensor]:
-        images = rendering.images[b] if mode == GEOMETRY else rendering.color_images
+        self, rendering: Rendering, rows: list[int], mode: str, samples: list[PointCloudSample]
+    ) -> list[dict[str, torch.Tensor]]:
+        """Float16 features of the rendered samples ``rows``, one backbone run for all views."""
+        images = rendering.images if mode == GEOMETRY else rendering.color_images
         if images is None:
-            raise ValueError(f"sample {sample.sample_id!r} has no colours to render in colour mode")
-        if mode == COLOUR:
-            images = images[b]
-        self.backbone_calls += 1
-        features = self.extractor(images, batch_size=self.batch_size)
-        return {"global": features.global_, "tokens": features.tokens}
+            names = ", ".join(repr(s.sample_id) for s in samples)
+            raise ValueError(f"samples {names} have no colours to render in colour mode")
+        index = torch.tensor(rows, device=images.device)
+        chosen = images.index_select(0, index)  # (M, V, 3, S, S)
+        m, n_v = chosen.shape[:2]
+        self.backbone_calls += m
+        with profiling.stage("backbone"):
+            features = self.extractor(chosen.flatten(0, 1), batch_size=self.batch_size)
+        global_ = features.global_.to(STORE_DTYPE).unflatten(0, (m, n_v))
+        tokens = features.tokens.to(STORE_DTYPE).unflatten(0, (m, n_v))
+        return [{"global": global_[j], "tokens": tokens[j]} for j in range(m)]

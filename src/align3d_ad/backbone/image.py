@@ -153,6 +153,7 @@ class ImageFeatureExtractor(nn.Module):
         self.vv = vv
         self.image_size = backbone.image_size
         self.mean, self.std = backbone.mean, backbone.std
+        self.autocast_dtype = backbone.autocast_dtype  #: bf16 under ``amp-bf16``, else None
         self.layers = tuple(layers) if layers else backbone.layers
         self.vv_start = backbone.vv_start if vv_start is None else int(vv_start)
         self._grid = backbone.grid_size
@@ -176,7 +177,19 @@ class ImageFeatureExtractor(nn.Module):
         visual = self.visual
         weight = visual.conv1.weight
         x = preprocess_images(images, image_size=self.image_size, mean=self.mean, std=self.std)
-        h = visual._embeds(x.to(device=weight.device, dtype=weight.dtype))
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):  # fmt: skip
+            global_, tokens = self._blocks(x.to(device=weight.device, dtype=weight.dtype))
+        out_dtype = weight.dtype
+        return (
+            F.normalize(global_.float(), dim=-1).to(out_dtype),
+            F.normalize(tokens.float(), dim=-1).to(out_dtype),
+        )
+
+    def _blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global and V-V token projections (not normalised) of preprocessed images."""
+        visual = self.visual
+        h = visual._embeds(x)
         h_vv = None
         taken: dict[int, torch.Tensor] = {}
         for i, block in enumerate(visual.transformer.resblocks, start=1):
@@ -188,12 +201,7 @@ class ImageFeatureExtractor(nn.Module):
         stacked = torch.stack([taken[i] for i in self.layers], dim=1)  # (M, L, T, W)
         tokens = visual.ln_post(stacked) @ visual.proj
         pooled, _ = visual._pool(h)
-        global_ = pooled @ visual.proj
-        out_dtype = weight.dtype
-        return (
-            F.normalize(global_.float(), dim=-1).to(out_dtype),
-            F.normalize(tokens.float(), dim=-1).to(out_dtype),
-        )
+        return pooled @ visual.proj, tokens
 
     def forward(self, images: torch.Tensor, *, batch_size: int | None = None) -> ImageFeatures:
         """Encode M images.

@@ -93,7 +93,13 @@ class Backbone:
 
     @property
     def precision(self) -> str:
-        return self.spec.precision
+        """The precision in force: ``spec.precision`` with ``auto`` resolved for the device."""
+        return resolve_precision(self.spec.precision, self.device)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype the image encoder's forward autocasts to (``amp-bf16``), else None."""
+        return torch.bfloat16 if self.precision == "amp-bf16" else None
 
     def key_parts(self) -> dict[str, object]:
         """Everything about the backbone that changes its image features (for cache keys).
@@ -112,6 +118,13 @@ class Backbone:
             "device_type": self.device.type,
             "image_size": self.image_size,
         }
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``amp-bf16`` on CUDA (bf16 tensor cores), ``fp32`` elsewhere; others as given."""
+    if precision != "auto":
+        return precision
+    return "amp-bf16" if device.type == "cuda" else "fp32"
 
 
 def _quick_gelu_guard(entry: BackboneEntry, *, openai_weights: bool, source: str) -> None:
@@ -190,8 +203,9 @@ def load_backbone(
             non-QuickGELU model name.
         CheckpointMismatchError: The weights do not fit the architecture.
 
-    An fp32 backbone sets full fp32 for float32 matmuls and cuDNN convolutions process-wide
-    (no TF32; :func:`~.numerics.use_full_fp32`).
+    An fp32 or amp-bf16 backbone sets full fp32 for float32 matmuls and cuDNN convolutions
+    process-wide (no TF32; :func:`~.numerics.use_full_fp32`). ``precision: auto`` (the default)
+    is amp-bf16 on CUDA and fp32 elsewhere (:func:`resolve_precision`).
     """
     spec = spec or BackboneSpec()
     entry = get_backbone_entry(spec.model_name)
@@ -201,9 +215,10 @@ def load_backbone(
     path, source = _resolve_weights(
         spec, entry, cache_dir=cache_dir, allow_download=allow_download
     )
-    if spec.precision == "fp32":
+    precision = resolve_precision(spec.precision, dev)
+    if precision in ("fp32", "amp-bf16"):  # amp-bf16: what runs outside autocast stays full fp32
         use_full_fp32()
-    model = _build_random(entry, spec.precision, spec.seed)
+    model = _build_random(entry, "fp32" if precision == "amp-bf16" else precision, spec.seed)
     fingerprint = f"random-init:{entry.name}:seed{spec.seed}"
     if path is not None:
         logger.info("loading backbone weights from %s", path)
@@ -212,8 +227,8 @@ def load_backbone(
             check_reference_sha256(path, entry.sha256, name=entry.name)
         fingerprint = parameter_fingerprint(model)  # before any precision change
     model = model.to(dev)
-    if spec.precision in _LP_DTYPES:
-        convert_weights_to_lp(model, dtype=_LP_DTYPES[spec.precision])
+    if precision in _LP_DTYPES:
+        convert_weights_to_lp(model, dtype=_LP_DTYPES[precision])
     model.eval().requires_grad_(False)
     visual = model.visual
     use_tag = spec.weights is None and spec.pretrained

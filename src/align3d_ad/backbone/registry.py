@@ -29,7 +29,9 @@ DEFAULT_PRETRAINED = "openai"
 REFERENCE_VV_START = 6
 REFERENCE_VV_DEPTH = 24
 #: Precisions a backbone can run in.
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: ``auto``: ``amp-bf16`` on CUDA, ``fp32`` elsewhere; ``amp-bf16``: fp32 weights, the image
+#: encoder's forward under bf16 autocast; ``bf16`` / ``fp16``: the weights are cast.
+PRECISIONS = ("auto", "fp32", "amp-bf16", "bf16", "fp16")
 
 # SHA-256 of OpenAI's original files, as published in their download URLs (open_clip pretrained.py).
 _SHA_VIT_L14_336 = "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"
@@ -150,7 +152,9 @@ class BackboneSpec:
             safetensors, or OpenAI's original TorchScript archive (e.g. ``ViT-L-14-336px.pt``).
         vv_start: First dual (V-V) block, 1-based; None = ``round(6/24 * depth)`` (6 for ViT-L).
         layers: 1-based blocks whose V-V tokens are returned; empty or None = the last block.
-        precision: fp32 | bf16 | fp16 (weights are cast; LayerNorms run in fp32).
+        precision: auto (default: amp-bf16 on CUDA, fp32 elsewhere) | fp32 | amp-bf16 (fp32
+            weights, image encoder under bf16 autocast; the text tower and head stay fp32) |
+            bf16 | fp16 (weights are cast; LayerNorms run in fp32).
         seed: Seed of the random initialisation when no weights are loaded.
     """
 
@@ -159,7 +163,7 @@ class BackboneSpec:
     weights: str | None = None
     vv_start: int | None = None
     layers: tuple[int, ...] | None = None
-    precision: str = "fp32"
+    precision: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:

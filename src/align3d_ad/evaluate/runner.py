@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import distributed
+from .. import distributed, profiling
 from ..config import EvalConfig
 from ..data import DatasetReader, PointCloudSample, SampleRef, get_dataset
+from ..data.loading import default_workers, prefetch_batches, unwrap
+from ..data.prepare import PreparedSample, prepare_sample
 from ..errors import Align3DError, ConfigError, DatasetFormatError
 from ..progress import progress
 from .scores import CategoryScores, SampleScores
 
 logger = logging.getLogger(__name__)
 
-#: Samples read and scored together.
-TEST_BATCH = 4
 #: How to leave samples without ground truth out, in the error that stops a test on one.
 SKIP_HINT = "pass --skip-unlabelled (eval.on_missing_gt=skip) to skip and count such samples"
 
@@ -213,9 +213,12 @@ def evaluate_dataset(
         entries: list[tuple[int, SampleScores]] = []
         failure = None
         try:
-            _score(detector, reader, refs, scores, entries, category, on_prediction)
+            _score(detector, reader, refs, scores, entries, category, on_prediction, cfg)
         except Align3DError as err:  # other ranks must hear of it before gathering
             failure = str(err)
+        cache = getattr(getattr(detector, "encoder", None), "cache", None)
+        if cache is not None:
+            cache.flush()  # the features this category computed are on disk now
         failures = [f for f in distributed.all_gather(failure) if f is not None]
         if failures:
             reader.flush_warnings()
@@ -225,11 +228,28 @@ def evaluate_dataset(
             continue
         for _, entry in gathered:
             scores.append(entry)
-        scores.save(scores_dir / f"{category}.npz")
+        with profiling.stage("write"):
+            scores.save(scores_dir / f"{category}.npz")
         results[category] = scores.metrics(method=cfg.aupro_method, max_fpr=cfg.max_fpr)
         logger.info("%s: %s", category, _short(results[category]))
     reader.flush_warnings()
     return distributed.broadcast(results)
+
+
+@dataclass(frozen=True)
+class _ReadAndPrepare:
+    """Item ``i`` of a category: reference ``refs[i]`` read and prepared (runs in a worker)."""
+
+    reader: DatasetReader
+    refs: list[SampleRef]
+    data: Any  #: the detector's DataConfig
+    seed: int
+
+    def __call__(self, index: int) -> PreparedSample:
+        with profiling.stage("read"):
+            sample = self.reader.load(self.refs[index])
+        with profiling.stage("prepare"):
+            return prepare_sample(sample, self.data, seed=self.seed)
 
 
 def _score(
@@ -240,18 +260,30 @@ def _score(
     entries: list[tuple[int, SampleScores]],
     category: str,
     on_prediction: OnPrediction | None,
+    cfg: EvalConfig,
 ) -> None:
-    """Score this rank's batches of ``refs`` into ``entries``."""
-    mine = distributed.my_batches(len(refs), TEST_BATCH)  # all of them in one process
-    for start, stop in progress(mine, desc=category, total=len(mine)):
-        samples = [reader.load(ref) for ref in refs[start:stop]]
-        for k, (sample, pred) in enumerate(zip(samples, detector.predict(samples))):
-            entries.append((start + k, scores.score(
-                sample, pred.point_scores, pred.object_score, foreground=pred.foreground,
-                reference=getattr(pred, "reference", None),
-            )))  # fmt: skip
+    """Score this rank's batches of ``refs`` into ``entries``; workers read the next ones."""
+    mine = distributed.my_batches(len(refs), cfg.batch_size)  # all of them in one process
+    load = _ReadAndPrepare(reader, refs, detector.config.data, detector.config.seed)
+    batches = prefetch_batches(
+        load, [range(start, stop) for start, stop in mine], workers=eval_workers(cfg),
+        grouped=(reader.take_grouped, reader.add_grouped),
+    )  # fmt: skip
+    for items in progress(batches, desc=category, total=len(mine)):
+        prepared = [unwrap(item) for item in items]
+        for item, prep, pred in zip(items, prepared, detector.predict_prepared(prepared)):
+            with profiling.stage("write"):
+                entries.append((item.index, scores.score(
+                    prep.original, pred.point_scores, pred.object_score,
+                    foreground=pred.foreground, reference=getattr(pred, "reference", None),
+                )))  # fmt: skip
             if on_prediction is not None:
-                on_prediction(sample, pred)
+                on_prediction(prep.original, pred)
+
+
+def eval_workers(cfg: EvalConfig) -> int:
+    """Worker processes reading and preparing samples: ``eval.workers``, or one per spare core."""
+    return default_workers() if cfg.workers is None else cfg.workers
 
 
 def _short(scores: Scores) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import profiling
 from ..backbone.encode import ViewEncoder, stack_features
 from ..backbone.loader import Backbone
 from ..config import Config
@@ -208,21 +209,25 @@ class Detector:
         samples = [p.sample for p in prepared]
         rendering = self.encoder.render(samples)
         feats = self.encoder.encode(samples, rendering=rendering)
-        global_, tokens = stack_features(feats, self.encoder.device)
-        outs = self.head(global_, tokens, grid=self.encoder.grid_size, texts=self._texts)
-        point_maps = {b: back_project(o.patch_probs, rendering) for b, o in outs.items()}
-        if self.references is not None:
-            grid = self.encoder.grid_size
-            few = self.references.score(tokens, exclude=exclude)  # (B, V, P)
-            few = few.reshape(*few.shape[:2], 1, grid, grid)
-            point_maps[FEWSHOT] = back_project(few, rendering)  # (N_i, 1) each
+        with profiling.stage("head"):
+            global_, tokens = stack_features(feats, self.encoder.device)
+            outs = self.head(global_, tokens, grid=self.encoder.grid_size, texts=self._texts)
+            if self.references is not None:
+                grid = self.encoder.grid_size
+                few = self.references.score(tokens, exclude=exclude)  # (B, V, P)
+                few = few.reshape(*few.shape[:2], 1, grid, grid)
+        with profiling.stage("back-project"):
+            point_maps = {b: back_project(o.patch_probs, rendering) for b, o in outs.items()}
+            if self.references is not None:
+                point_maps[FEWSHOT] = back_project(few, rendering)  # (N_i, 1) each
         rendering.cache.clear()  # back-projection taps (~300 bytes a point): not needed any more
         global_p = {b: o.global_logits.softmax(-1)[..., 1].mean(1) for b, o in outs.items()}
         results = []
         branches = list(point_maps)
         for i, prep in enumerate(prepared):
             stacked = torch.stack([point_maps[b][i][:, -1] for b in branches], dim=1)  # anomalous
-            smoothed = self._smooth(prep, stacked, rendering, i)
+            with profiling.stage("smooth"):
+                smoothed = self._smooth(prep, stacked, rendering, i)
             points = {b: smoothed[:, k] for k, b in enumerate(branches)}
             glob = {b: p[i] for b, p in global_p.items()}
             few_point = points.pop(FEWSHOT, None)
@@ -235,7 +240,8 @@ class Detector:
                 point, obj = fuse_fewshot(point, obj, few_point, weight=self.fewshot_weight,
                                           scales=self.references.scales)  # fmt: skip
                 points[FEWSHOT] = few_point
-            pred = self._prediction(prep, point, obj, points, glob)
+            with profiling.stage("lift"):
+                pred = self._prediction(prep, point, obj, points, glob)
             pred.zero_shot_object = zero_obj
             results.append(self._decide(pred))
         return results

@@ -48,7 +48,7 @@ SCORE_CHUNK = 1024
 
 def patch_tokens(tokens: torch.Tensor | np.ndarray) -> torch.Tensor:
     """(L, V*P, D) float32 L2-normalised patch tokens (CLS dropped) of one scan's (V, L, 1+P, D)."""
-    t = tokens if isinstance(tokens, torch.Tensor) else torch.tensor(np.asarray(tokens))
+    t = tokens.cpu() if isinstance(tokens, torch.Tensor) else torch.tensor(np.asarray(tokens))
     if t.dim() != 4:
         raise ShapeError(f"tokens must have shape (V, L, 1+P, D), got {tuple(t.shape)}")
     t = t[:, :, 1:].float().permute(1, 0, 2, 3)  # (L, V, P, D)

@@ -346,10 +346,18 @@ def render_samples(
         ))  # fmt: skip
     check_facing(samples, preset)  # a scan seen from behind its camera would show its far side
     device = torch.device("cpu") if device is None else torch.device(device)
-    points = [torch.from_numpy(s.points).to(device) for s in samples]
+    points = [to_device(s.points, device) for s in samples]
     colors = labels = None
     if with_colors and samples and all(s.colors is not None for s in samples):
-        colors = [torch.from_numpy(s.colors).to(device) for s in samples]
+        colors = [to_device(s.colors, device) for s in samples]
     if with_labels and samples and all(s.point_labels is not None for s in samples):
-        labels = [torch.from_numpy(s.point_labels).to(device) for s in samples]
+        labels = [to_device(s.point_labels, device) for s in samples]
     return render_batch(points, preset, settings, colors=colors, labels=labels)
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on ``device``; to CUDA through pinned memory, without blocking."""
+    host = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)

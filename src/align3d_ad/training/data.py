@@ -88,9 +88,10 @@ def _extract_my_share(prepared: list[PreparedSample], encoder: ViewEncoder, with
     for start, stop in progress(mine, desc="features", total=len(mine)):
         chunk = [p.sample for p in prepared[start:stop]]
         rendering = encoder.render(chunk, colours=with_colour, labels=True)
-        encoder.encode(chunk, rendering=rendering)
+        encoder.encode(chunk, rendering=rendering, host=True)
         if with_colour:
-            encoder.encode(chunk, mode=COLOUR, rendering=rendering)
+            encoder.encode(chunk, mode=COLOUR, rendering=rendering, host=True)
+    encoder.cache.flush()  # the other ranks read these entries after the barrier
     distributed.barrier()
     return encoder.cache.misses
 
@@ -126,8 +127,9 @@ def build_train_items(
     for start in progress(starts, desc="features", total=len(starts)):
         chunk = [p.sample for p in prepared[start : start + RENDER_BATCH]]
         rendering = encoder.render(chunk, colours=with_colour, labels=True)
-        geometry = encoder.encode(chunk, rendering=rendering)
-        colour = encoder.encode(chunk, mode=COLOUR, rendering=rendering) if with_colour else None
+        geometry = encoder.encode(chunk, rendering=rendering, host=True)
+        colour = (encoder.encode(chunk, mode=COLOUR, rendering=rendering, host=True)
+                  if with_colour else None)  # fmt: skip
         assert rendering.gt_masks is not None
         for b, sample in enumerate(chunk):
             rng = np.random.default_rng([seed, start + b])
@@ -143,6 +145,7 @@ def build_train_items(
                     point_labels=torch.from_numpy(sample.point_labels[rows]),
                 )  # fmt: skip
             )
+    encoder.cache.flush()
     if distributed.active() and encoder.cache.misses > computed_by_me:
         logger.warning(
             "rank %d computed %d features that other ranks had just written: the feature cache "

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import distributed
+from ... import distributed, profiling
 from ..._atomic import atomic_path, atomic_write_text
+from ...config import DataConfig
 from ...data import PointCloudSample, load_point_cloud
+from ...data.loading import Failed, Loaded, default_workers, prefetch_batches
+from ...data.prepare import PreparedSample, prepare_sample
 from ...device import set_deterministic
 from ...errors import Align3DError, DatasetFormatError
 from ...progress import progress
@@ -84,24 +87,34 @@ def _failure(path: Path, err: Exception) -> _Failed:
     return _Failed(path, str(err))
 
 
-def _score_batch(detector, clouds: list[Candidate], start: int, stop: int,
-                 on_prediction=None) -> list[tuple]:  # fmt: skip
-    """``(index, _Scored | _Failed)`` for the clouds ``start:stop``; bad clouds never raise."""
-    from ...data.prepare import prepare_sample
+@dataclass(frozen=True)
+class _ReadAndPrepare:
+    """Input ``i`` read and prepared (runs in a worker process); a bad input raises."""
 
+    clouds: list[Candidate]
+    data: DataConfig
+    seed: int
+
+    def __call__(self, index: int) -> PreparedSample:
+        cloud = self.clouds[index]
+        if cloud.error is not None:
+            raise DatasetFormatError(cloud.path, cloud.error)
+        with profiling.stage("read"):
+            sample = load_point_cloud(cloud.path, sample_id=str(cloud.path))
+        with profiling.stage("prepare"):
+            return prepare_sample(sample, self.data, seed=self.seed)
+
+
+def _score_batch(detector, clouds: list[Candidate], items: list[Loaded],
+                 on_prediction=None) -> list[tuple]:  # fmt: skip
+    """``(index, _Scored | _Failed)`` for the loaded inputs ``items``; bad clouds never raise."""
     out: list[tuple] = []
     prepared = []
-    config = detector.config
-    for index in range(start, stop):
-        cloud = clouds[index]
-        if cloud.error is not None:
-            out.append((index, _Failed(cloud.path, cloud.error)))
-            continue
-        try:
-            sample = load_point_cloud(cloud.path, sample_id=str(cloud.path))
-            prepared.append((index, prepare_sample(sample, config.data, seed=config.seed)))
-        except (Align3DError, OSError) as err:
-            out.append((index, _failure(cloud.path, err)))
+    for item in items:
+        if isinstance(item.value, Failed):
+            out.append((item.index, _failure(clouds[item.index].path, item.value.error)))
+        else:
+            prepared.append((item.index, item.value))
     if prepared:
         try:
             preds = detector.predict_prepared([prep for _, prep in prepared])
@@ -201,10 +214,17 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
     rows: list[list[str]] = []
     scored = failed = unscored = 0
     # under torchrun each rank scores its share of the batches and rank 0 writes every output
-    mine = distributed.my_batches(len(clouds), PREDICT_BATCH)
-    rounds = distributed.batch_rounds(len(clouds), PREDICT_BATCH)
+    batch_size = getattr(args, "batch_size", None) or PREDICT_BATCH
+    mine = distributed.my_batches(len(clouds), batch_size)
+    rounds = distributed.batch_rounds(len(clouds), batch_size)
+    workers = getattr(args, "workers", None)
+    loaded = prefetch_batches(  # workers read and prepare the next batches meanwhile
+        _ReadAndPrepare(clouds, detector.config.data, detector.config.seed),
+        [range(start, stop) for start, stop in mine],
+        workers=default_workers() if workers is None else workers,
+    )  # fmt: skip
     for step in progress(range(rounds), desc="predict", total=rounds):
-        entries = (_score_batch(detector, clouds, *mine[step], on_prediction=on_prediction)
+        entries = (_score_batch(detector, clouds, next(loaded), on_prediction=on_prediction)
                    if step < len(mine) else [])  # fmt: skip
         gathered = distributed.gather_in_order(entries)
         stop = None
@@ -217,7 +237,8 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
                             + [""] * (len(CALIBRATED_COLUMNS) if calibration else 0))
                 stop = stop or (None if keep_going else outcome)
                 continue
-            numbers = _write_outputs(run_dir, name, outcome, calibration)
+            with profiling.stage("write"):
+                numbers = _write_outputs(run_dir, name, outcome, calibration)
             rows.append([name, file, "ok", *numbers[:4], "", *numbers[4:]])
             if args.verdicts is not None:
                 args.verdicts[str(outcome.verdict)] += 1
@@ -234,6 +255,7 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
                 f"{stop.problem}; stopped: {SCORES_CSV} lists the {scored} cloud(s) finished "
                 "(--keep-going goes on past bad clouds)",
             )
+    detector.encoder.cache.flush()
     if calibration is not None and distributed.is_main():
         warning = calibration.spread_warning(object_scores)
         if warning:

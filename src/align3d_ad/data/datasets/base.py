@@ -214,6 +214,17 @@ class DatasetReader(ABC):
             logger.warning("%s: %d file(s): %s", group, len(paths), names)
         self._grouped.clear()
 
+    def take_grouped(self) -> dict[str, list[Path]]:
+        """The grouped problems recorded since last time, forgotten here (a worker's, to send)."""
+        taken, self._grouped = self._grouped, {}
+        return taken
+
+    def add_grouped(self, grouped: dict[str, list[Path]]) -> None:
+        """Merge grouped problems another process recorded (:meth:`take_grouped`)."""
+        for group, paths in grouped.items():
+            mine = self._grouped.setdefault(group, [])
+            mine.extend(p for p in paths if p not in mine)
+
     # ------------------------------------------------------------------ for subclasses
     def _is_category_dir(self, path: Path) -> bool:  # pragma: no cover - overridden
         return False

@@ -1,0 +1,97 @@
+"""Worker processes that read and prepare the next batches (issue 16): order, errors, log records."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from align3d_ad import profiling
+from align3d_ad.data.loading import Failed, default_workers, prefetch_batches, unwrap
+from align3d_ad.errors import DatasetFormatError
+
+logger = logging.getLogger("align3d_ad.tests.loading")
+
+
+@dataclass(frozen=True)
+class _Load:
+    """Item i -> (i, i * i, the pid that loaded it); item 5 is a bad file; item 3 warns."""
+
+    def __call__(self, index: int) -> tuple[int, int, int]:
+        with profiling.stage("read"):
+            if index == 5:
+                raise DatasetFormatError(f"/data/{index}.ply", "header ends early")
+            if index == 3:
+                logger.warning("item %d looks odd", index)
+            return index, index * index, os.getpid()
+
+
+BATCHES = [[0, 1, 2], [3, 4], [6, 7, 8, 9]]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_come_in_order_with_every_item(workers):
+    got = [[unwrap(item)[:2] for item in batch] for batch in prefetch_batches(_Load(), BATCHES,
+                                                                             workers=workers)]
+    assert got == [[(i, i * i) for i in batch] for batch in BATCHES]
+
+
+def test_workers_load_in_other_processes():
+    pids = {unwrap(item)[2] for batch in prefetch_batches(_Load(), BATCHES, workers=2)
+            for item in batch}  # fmt: skip
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_load_error_comes_back_as_the_same_one_line_error(workers):
+    (batch,) = list(prefetch_batches(_Load(), [[4, 5]], workers=workers))
+    assert unwrap(batch[0])[:2] == (4, 16)
+    assert isinstance(batch[1].value, Failed)
+    with pytest.raises(DatasetFormatError) as err:
+        unwrap(batch[1])
+    assert (str(err.value.path), err.value.problem) == ("/data/5.ply", "header ends early")
+    assert str(err.value) == "/data/5.ply: header ends early"  # no traceback text inside
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_worker_warning_reaches_this_process_once(workers, caplog):
+    caplog.set_level(logging.WARNING)
+    list(prefetch_batches(_Load(), BATCHES, workers=workers))
+    odd = [r for r in caplog.records if "looks odd" in r.getMessage()]
+    assert [r.getMessage() for r in odd] == ["item 3 looks odd"]
+    assert odd[0].name == logger.name and odd[0].levelno == logging.WARNING
+
+
+def test_grouped_reader_warnings_are_merged_from_the_workers():
+    merged: dict[str, list] = {}
+
+    def add(grouped: dict) -> None:
+        for key, paths in grouped.items():
+            merged.setdefault(key, []).extend(paths)
+
+    calls = iter(range(100))
+    list(prefetch_batches(_Load(), [[0, 1], [2]], workers=1,
+                          grouped=(lambda: {"odd": [next(calls)]}, add)))  # fmt: skip
+    assert sorted(merged["odd"]) == [0, 1, 2]  # one record per item, taken in the worker
+
+
+def test_worker_stage_times_are_added_here():
+    profiling.enable()
+    try:
+        list(prefetch_batches(_Load(), BATCHES, workers=1))
+        totals = profiling.totals()
+    finally:
+        profiling.disable()
+    assert totals["read"] > 0 and totals["wait"] > 0
+
+
+def test_default_workers_leaves_a_core_for_the_main_process():
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers() == max(1, min(8, cores - 1))
+
+
+def test_negative_workers_are_refused():
+    with pytest.raises(ValueError, match="workers must be >= 0, got -1"):
+        list(prefetch_batches(_Load(), BATCHES, workers=-1))
