@@ -148,6 +148,10 @@ class EmulatedCuda(TorchFunctionMode):
             return self._property(func, owner.__name__, name, args, kwargs)
         if name in ("to", "cuda", "cpu") and args and isinstance(args[0], torch.Tensor):
             return self._transfer(func, name, args, kwargs)
+        if name == "pin_memory" and args and isinstance(args[0], torch.Tensor):
+            if self.on_device(args[0]):
+                self._fail("pin_memory() of a tensor on the GPU (only host tensors can be pinned)")
+            return args[0]  # page-locked host memory: nothing to emulate on a CPU-only machine
         if name == "_has_compatible_shallow_copy_type":  # CPU and CUDA tensors are not
             return func(*args, **kwargs) and self.on_device(args[0]) == self.on_device(args[1])
         if name in ("numpy", "__array__") and args and self.on_device(args[0]):
