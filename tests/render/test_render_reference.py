@@ -20,7 +20,11 @@ from align3d_ad.render.reference import (
     reference_frame,
     render_reference_views,
 )
-from align3d_ad.render.reference_normals import _robust_smallest_eigenvector, estimate_normals
+from align3d_ad.render.reference_normals import (
+    _robust_smallest_eigenvector,
+    estimate_normals,
+    estimate_normals_torch,
+)
 from align3d_ad.render.reference_raster import phong_grey, square_zbuffer, window_min
 
 
@@ -202,3 +206,14 @@ def test_normals_are_the_smallest_eigenvector_with_the_solvers_sign():
     g = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2)
     flat = np.c_[g, np.zeros(25)]
     np.testing.assert_array_equal(estimate_normals(flat, 10.0, 25), np.tile([0, 0, 1], (25, 1)))
+
+
+def test_device_normals_equal_the_kd_tree_normals_up_to_sign():
+    rng = np.random.default_rng(5)
+    uv = rng.uniform(-1, 1, size=(3000, 2))
+    pts = np.c_[uv, 0.3 * np.sin(2 * uv[:, 0]) * np.cos(3 * uv[:, 1])]
+    pts = np.r_[pts, [[5.0, 5.0, 5.0]]]  # a lone point: (0, 0, 1) both ways
+    a = estimate_normals(pts, 0.15, 30)
+    b = estimate_normals_torch(torch.from_numpy(pts), 0.15, 30).numpy()
+    np.testing.assert_allclose(np.abs((a * b).sum(1)), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(b[-1], [0.0, 0.0, 1.0])

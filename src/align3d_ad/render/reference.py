@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .reference_camera import FOV_DEGREES, ZOOM, back_off, fit_camera, focal_length, project_window
-from .reference_normals import estimate_normals
+from .reference_normals import estimate_normals, estimate_normals_torch
 from .reference_raster import phong_grey, resize_8bit, square_zbuffer
 from .splat import EMPTY_KEY, decode_keys, depth_keys, zbuffer
 
@@ -133,7 +133,9 @@ def reference_frame(points: torch.Tensor, style: ReferenceStyle, normals: torch.
     pts = points.to(dtype)
     if style.pre_transform is not None:
         pts = pts @ torch.tensor(style.pre_transform, dtype=dtype, device=device).T
-    if normals is None:
+    if normals is None and device.type == "cuda":
+        normals = estimate_normals_torch(pts, style.normal_radius, style.normal_neighbours)
+    elif normals is None:
         normals = torch.from_numpy(
             estimate_normals(pts.cpu().numpy(), style.normal_radius, style.normal_neighbours)
         )

@@ -3,13 +3,22 @@
 PCA over the hybrid neighbourhood (radius, at most k neighbours), unoriented, with the sign that
 Open3D's robust symmetric 3 x 3 eigen solver (Eberly, Geometric Tools) gives: the diffuse term of
 the reference shading is lit from both sides and the specular one ignores the sign, so only the
-lights' distances make the sign visible. Vectorised over points (numpy).
+lights' distances could show the sign, and Open3D's shader turns every normal to face the eye
+first, so the sign never shows (kept exact all the same). Vectorised over points (numpy).
+
+On CUDA, :func:`estimate_normals_torch` does the same on the device (chunked exact k nearest
+neighbours, ``torch.linalg.eigh``): the same unoriented normals up to sign and to the order of
+equally distant neighbours, without a round trip through a CPU KD-tree.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.spatial import cKDTree
+
+#: Query rows per distance block of :func:`estimate_normals_torch`.
+NORMAL_CHUNK = 2048
 
 
 def estimate_normals(points: np.ndarray, radius: float, k: int) -> np.ndarray:
@@ -112,4 +121,24 @@ def _robust_smallest_eigenvector(cov: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["estimate_normals"]
+def estimate_normals_torch(points: torch.Tensor, radius: float, k: int) -> torch.Tensor:
+    """:func:`estimate_normals` on ``points``' device: float64 (N, 3), sign unspecified."""
+    pts = points.to(torch.float64)
+    n = len(pts)
+    k = min(k, n)
+    rows = []
+    for start in range(0, n, NORMAL_CHUNK):  # blocks of query rows, each against every point
+        dist, idx = torch.cdist(pts[start : start + NORMAL_CHUNK], pts).topk(k, largest=False)
+        rows.append(torch.where(dist < radius, idx, -1))
+    idx = torch.cat(rows)
+    valid = idx >= 0
+    nb = pts[idx.clamp_min(0)] * valid[..., None]
+    count = valid.sum(dim=1, keepdim=True).to(pts.dtype)
+    mean = nb.sum(dim=1) / count
+    cov = nb.transpose(1, 2) @ nb / count[..., None] - mean[:, :, None] * mean[:, None, :]
+    normals = torch.linalg.eigh(cov)[1][..., 0]
+    flat = cov.abs().amax(dim=(1, 2)) == 0  # a lone point: Open3D's default (0, 0, 1)
+    return torch.where(flat[:, None], pts.new_tensor([0.0, 0.0, 1.0]), normals)
+
+
+__all__ = ["estimate_normals", "estimate_normals_torch"]

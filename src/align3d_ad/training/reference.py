@@ -1,8 +1,9 @@
 """Training samples in reference style: the points the reference trains on (REFERENCE.md §1).
 
-The reference renders every scan it uses, training scans included, from the resampled cloud of
-§1 (organised grids nearest-resized to 336², Real3D-AD clouds to exactly 112,896 points); its
-training reads those renders and their correspondences. So with ``method.postprocess:
+The reference's render scripts (PointAD ``multi_view/multiview_*.py``) process the test split of
+every class, from the resampled cloud of §1 (organised grids nearest-resized to 336², Real3D-AD
+clouds to exactly 112,896 points); training on an auxiliary class reads those same renders and
+their correspondences. So with ``method.postprocess:
 reference``, which resamples at test time, training resamples the same way (the same
 ``eval.grid_size`` and ``seed``), and the losses see the points the test scores.
 """
