@@ -5,9 +5,9 @@ its image formation in torch (CPU or CUDA, no window, no Open3D), one job per mo
 
 * :mod:`.reference_camera`: Open3D's default fit (60° pinhole, distance 1.2124 E, box centre at
   ``W/2 - 0.5``) and the Eyecandies back-off;
-* :mod:`.reference_normals`: unoriented PCA normals with the sign of Open3D's eigen solver;
-* :mod:`.reference_raster`: square points, the Phong headlights, the 8-bit capture and the bicubic
-  resize;
+* :mod:`.reference_normals`: unoriented PCA normals (Open3D's hybrid search; on CUDA on the device);
+* :mod:`.reference_raster`: square points, the Phong headlights (normals turned to face the eye,
+  as Open3D's shader does), the 8-bit capture and the bicubic resize;
 * this module: the per-dataset frames (:class:`ReferenceStyle`), the views and the GT, colour,
   correspondence and visibility outputs.
 
