@@ -2,7 +2,7 @@
 
 Renders the same cloud twice: with :mod:`align3d_ad.render.reference` (torch) and with the
 procedure of REFERENCE.md §2 through Open3D (a hidden window per view: the per-dataset pre-transform,
-normals by Open3D's hybrid search after it, rotation about the cloud's centre, Open3D's default view fit,
+normals by Open3D's hybrid search after it, Eyecandies' 45-degree tilt after those, rotation about the cloud's centre, Open3D's default view fit,
 white background, lighting on, square points of the reference size, the Eyecandies back-off in
 steps of 0.005, the float capture to 8 bit, PIL bicubic to 336; correspondences from the window's
 pinhole camera scaled by 336/W). Prints per view: silhouette IoU at 336 (non-white pixels), mean
