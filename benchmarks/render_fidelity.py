@@ -2,7 +2,7 @@
 
 Renders the same cloud twice: with :mod:`align3d_ad.render.reference` (torch) and with the
 procedure of REFERENCE.md §2 through Open3D (a hidden window per view: the per-dataset pre-transform,
-normals by Open3D's hybrid search after it, rotation about the cloud's centre, Open3D's default view fit,
+normals by Open3D's hybrid search after it, Eyecandies' 45-degree tilt after those, rotation about the cloud's centre, Open3D's default view fit,
 white background, lighting on, square points of the reference size, the Eyecandies back-off in
 steps of 0.005, the float capture to 8 bit, PIL bicubic to 336; correspondences from the window's
 pinhole camera scaled by 336/W). Prints per view: silhouette IoU at 336 (non-white pixels), mean
@@ -34,6 +34,7 @@ from align3d_ad.render.reference import (
     ReferenceRenderSettings,
     point_size_for,
     render_reference_views,
+    sample_style,
     style_for,
 )
 from align3d_ad.synth import generate_dataset
@@ -53,6 +54,10 @@ def open3d_views(points: np.ndarray, preset, style, size: int, point_size: int):
     cloud.transform(pre)  # then the normals, as the Real3D-AD script orders them
     cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(
         radius=style.normal_radius, max_nn=style.normal_neighbours))  # fmt: skip
+    if style.tilt is not None:  # Eyecandies: the 45-degree tilt after the normals
+        tilt = np.eye(4)
+        tilt[:3, :3] = np.asarray(style.tilt)
+        cloud.transform(tilt)
     images, coords = [], []
     # one hidden window for all views (a fresh one per view, as the reference does, renders empty
     # under EGL after the first); add_geometry refits the default view to each rotated cloud
@@ -103,9 +108,7 @@ def compare(fmt: str, category: str | None, root: Path) -> None:
     sample = prepare_sample(reader.load(ref), DATA[fmt]).sample
     sample, _ = reference_resample(sample, 336)
     preset = get_view_preset(fmt)
-    style = style_for(preset.name)
-    if style.pre_transform is None:
-        style = type(style)(**{**style.__dict__, "pre_transform": tuple(map(tuple, preset.pre_transform))})
+    style = sample_style(style_for(preset.name), sample)
     point_size = point_size_for(style, sample.category)
     ours = render_reference_views(torch.from_numpy(sample.points), torch.from_numpy(np.array(preset.rotations)),
                                   style, ReferenceRenderSettings(), point_size=point_size)  # fmt: skip

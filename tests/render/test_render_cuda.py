@@ -47,3 +47,31 @@ def test_smoothing_and_back_project_gradient_on_cuda():
     out = back_project(maps, rendering)[0]
     out.sum().backward()
     assert out.shape == (3000, 2) and maps.grad is not None and maps.grad.abs().sum() > 0
+
+
+@pytest.mark.cuda
+def test_reference_style_agrees_on_cpu_and_cuda():
+    import numpy as np
+
+    from align3d_ad.render import get_view_preset
+    from align3d_ad.render.reference import (
+        REFERENCE_STYLES,
+        ReferenceRenderSettings,
+        render_reference_views,
+    )
+
+    gen = torch.Generator().manual_seed(2)
+    pts = torch.randn(3000, 3, generator=gen) * torch.tensor([1.0, 0.6, 0.3])
+    labels, colors = pts[:, 0] > 0.8, torch.rand(3000, 3, generator=gen)
+    normals = torch.nn.functional.normalize(torch.randn(3000, 3, generator=gen), dim=1)
+    rot = torch.from_numpy(np.array(get_view_preset("real3d").rotations))
+    args = (REFERENCE_STYLES["real3d"], ReferenceRenderSettings())
+    cpu = render_reference_views(pts, rot, *args, colors=colors, labels=labels, normals=normals)
+    gpu = render_reference_views(pts.cuda(), rot, *args, colors=colors.cuda(), labels=labels.cuda(),
+                                 normals=normals.cuda())  # fmt: skip
+    assert gpu.images.device.type == "cuda"
+    torch.testing.assert_close(gpu.pixel_coords.cpu(), cpu.pixel_coords, atol=1e-4, rtol=0)
+    assert (gpu.index_map.cpu() == cpu.index_map).float().mean() > 0.995
+    assert (gpu.visible.cpu() == cpu.visible).float().mean() > 0.995
+    assert (gpu.images.cpu() - cpu.images).abs().mean() < 2e-3
+    assert (gpu.gt_masks.cpu() == cpu.gt_masks).float().mean() > 0.995

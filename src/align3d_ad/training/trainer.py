@@ -36,6 +36,7 @@ from ..model.checkpoint import (
 from ..model.head import AnomalyHead
 from ..progress import SHOWN_IN_BAR, progress
 from .data import build_train_items
+from .reference import reference_training_samples
 from .resume import DONE_STAGE, check_resumable, on_main_rank
 from .stages import check_training_precision, epoch_postfix, stage1_epoch, stage2_epoch
 
@@ -161,6 +162,7 @@ def train_model(
                     progress_state["epoch"])  # fmt: skip
 
     samples = samples if samples is not None else load_training_samples(config)
+    samples = reference_training_samples(samples, config)  # as the test resamples them
     encoder = make_encoder(config, backbone)
     result = TrainResult(run_dir)
     if doc is not None:  # the epochs finished before the interruption
