@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
+from scipy.spatial import cKDTree
 
 from align3d_ad.render import (
     RenderSettings,
@@ -23,7 +24,7 @@ from align3d_ad.render import (
     smooth_point_scores,
 )
 from align3d_ad.render.fill import nearest_seeds
-from align3d_ad.render.knn import neighbours_backend
+from align3d_ad.render.knn import knn, neighbours_backend
 from align3d_ad.render.neighbours import (
     _SPREAD,
     _spread_bits_tensor,
@@ -175,3 +176,27 @@ def test_torch_paths_stay_on_the_emulated_gpu(monkeypatch):
     for a, b in zip(got[2], expected[2]):
         assert torch.equal(a, b)
     torch.testing.assert_close(got[3], expected[3], atol=0, rtol=0)
+
+
+@pytest.mark.cuda
+def test_knn_and_the_fill_on_cuda_match_scipy():
+    rng = np.random.default_rng(6)
+    cloud = rng.random((20000, 3))
+    cloud[:, 2] *= 0.02
+    queries = np.concatenate([cloud[::5], rng.random((500, 3))])
+    dist, idx = knn(torch.from_numpy(cloud).cuda(), torch.from_numpy(queries).cuda(), 16,
+                    distance_upper_bound=0.05)  # fmt: skip
+    ref_dist, ref_idx = cKDTree(cloud).query(queries, k=16, distance_upper_bound=0.05)
+    assert dist.device.type == "cuda"
+    np.testing.assert_allclose(dist.cpu().numpy(), ref_dist, atol=1e-9, rtol=0)
+    np.testing.assert_array_equal(np.sort(idx.cpu().numpy(), 1), np.sort(ref_idx, 1))
+    sphere = torch.tensor(_fibonacci_sphere(5000)[rng.permutation(5000)])
+    preset, settings = view_preset_from_spec([("x", 0)]), RenderSettings(image_size=64)
+    rendering = render_batch([sphere.cuda()], preset, settings)
+    gpu = hidden_neighbours(rendering, 8)  # auto: torch
+    rendering.cache.clear()
+    with neighbours_backend("scipy"):  # the same rendering through the host
+        cpu = [t.cpu() for t in hidden_neighbours(rendering, 8)]
+    assert gpu[1].device.type == "cuda" and torch.equal(gpu[0].cpu(), cpu[0])
+    same = (gpu[1].cpu().sort(1).values == cpu[1].sort(1).values).all(1)
+    assert same.float().mean() > 0.999

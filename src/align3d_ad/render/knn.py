@@ -17,8 +17,8 @@ float64 (as cKDTree does) and returned in the points' dtype. Among equally dista
 choice and order are ``topk``'s (cKDTree's are its traversal's): the same neighbours up to ties.
 
 Backend choice (:func:`neighbour_backend`): on the CPU the k-d tree (scipy, multi-threaded C++) is
-faster (``benchmarks/neighbours.py``: 2-5x at 100k and 1M points on 2 cores), so ``auto`` takes
-scipy there and torch on any other device. ``ALIGN3D_NEIGHBOURS=auto|torch|scipy`` (environment)
+faster (``benchmarks/neighbours.py``: 2-7x for the three uses at 100k and 1M points, one thread),
+so ``auto`` takes scipy there and torch on any other device. ``ALIGN3D_NEIGHBOURS=auto|torch|scipy`` (environment)
 or :func:`neighbours_backend` (a context manager, which wins over the environment) force one, e.g.
 to run the torch path on the CPU in tests and benchmarks.
 """
