@@ -18,9 +18,11 @@ bilinear (``align_corners=False``) upsampling of the map at each point's exact p
 building the S x S map (``F.interpolate`` to S x S holds the same values at S-pixel centres).
 
 The taps (4 flat indices and weights per (point, view), visibility and the view mean folded into
-the weights) and the neighbour search for hidden points (cKDTree on CPU, no gradient) are computed
-once per rendering and map size and cached on the :class:`Rendering` (about 36 x 12 bytes per point
-for 9 views), so a training step pays for one fused gather-and-sum (``embedding_bag``).
+the weights) and the neighbour search for hidden points (no gradient; cKDTree and scipy's Dijkstra
+on the CPU, their torch equivalents of :mod:`.fill` on the points' device elsewhere, see
+:func:`.knn.neighbour_backend`) are computed once per rendering and map size and cached on the
+:class:`Rendering` (about 36 x 12 bytes per point for 9 views), so a training step pays for one
+fused gather-and-sum (``embedding_bag``).
 """
 
 from __future__ import annotations
