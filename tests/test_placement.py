@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from align3d_ad.app.cli import main
+from align3d_ad.render.knn import BACKEND_ENV
 from emulated_device import PlacementError, emulated_cuda
 from pipeline_helpers import FAST_TRAIN, stops_at_call
 
@@ -166,13 +167,16 @@ def cpu_runs(tmp_path_factory, synth_mvtec):
 
     They run under the emulation too: any active torch-function mode changes some kernel choices
     (e.g. ``nn.MultiheadAttention`` leaves its fused path), so only runs under the same mode can
-    be compared bit for bit. With ``--device cpu`` no tensor is ever on the device.
+    be compared bit for bit. With ``--device cpu`` no tensor is ever on the device. They take the
+    torch neighbour searches, which ``auto`` chooses on the device (``render/knn.py``; scipy's,
+    the CPU default, agree with them up to ties, ``tests/render/test_render_neighbour_paths.py``).
     """
     base = tmp_path_factory.mktemp("placement")
     root = _mini_dataset(synth_mvtec, base / "data")
     before = torch.are_deterministic_algorithms_enabled()
     try:
         with pytest.MonkeyPatch.context() as patch, emulated_cuda(patch) as emu:
+            patch.setenv(BACKEND_ENV, "torch")
             torch.manual_seed(0)
             assert _train(root, base / "cpu" / "run", "cpu") == 0
             _test_and_predict(base / "cpu" / "run", root, base / "cpu", "cpu")

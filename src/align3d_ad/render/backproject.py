@@ -18,9 +18,11 @@ bilinear (``align_corners=False``) upsampling of the map at each point's exact p
 building the S x S map (``F.interpolate`` to S x S holds the same values at S-pixel centres).
 
 The taps (4 flat indices and weights per (point, view), visibility and the view mean folded into
-the weights) and the neighbour search for hidden points (cKDTree on CPU, no gradient) are computed
-once per rendering and map size and cached on the :class:`Rendering` (about 36 x 12 bytes per point
-for 9 views), so a training step pays for one fused gather-and-sum (``embedding_bag``).
+the weights) and the neighbour search for hidden points (no gradient; cKDTree and scipy's Dijkstra
+on the CPU, their torch equivalents of :mod:`.fill` on the points' device elsewhere, see
+:func:`.knn.neighbour_backend`) are computed once per rendering and map size and cached on the
+:class:`Rendering` (about 36 x 12 bytes per point for 9 views), so a training step pays for one
+fused gather-and-sum (``embedding_bag``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from scipy.spatial import cKDTree
 
 from .._checks import check_shape
 from ..errors import ShapeError
-from .neighbours import search_workers, spatial_order
+from .fill import FILL_CHUNK, fill_sources
+from .knn import neighbour_backend
+from .neighbours import search_workers, spatial_order, spatial_order_tensor
 from .rendering import Rendering
 
 #: Nearest visible neighbours averaged for a point no view sees.
@@ -44,8 +48,6 @@ FILL_NEIGHBOURS = 8
 FILL_EXACT_SPACINGS = 8.0
 #: Neighbours per point of the kNN graph the fill of far hidden points follows.
 FILL_GRAPH_NEIGHBOURS = 8
-#: Far hidden points processed at once (bounds the candidate temporaries).
-FILL_CHUNK = 65536
 
 
 def bilinear_taps(
@@ -251,11 +253,27 @@ def hidden_neighbours(
     key = ("hidden_neighbours", k)
     if key in rendering.cache:
         return rendering.cache[key]
+    if neighbour_backend(rendering.points.device) == "torch":
+        result = _hidden_neighbours_torch(rendering, k)
+    else:
+        result = _hidden_neighbours_scipy(rendering, k)
+    rendering.cache[key] = result
+    return result
+
+
+def _sample_spacings(rendering: Rendering) -> list[float]:
+    """Point spacing of every sample in its own units."""
+    scales = rendering.scales.detach().to(rendering.spacing.dtype).tolist()  # B numbers, no copy
+    return (rendering.spacing / torch.tensor(scales, dtype=rendering.spacing.dtype)).tolist()
+
+
+def _hidden_neighbours_scipy(
+    rendering: Rendering, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`hidden_neighbours` by cKDTree and scipy's Dijkstra on the CPU."""
     seen = rendering.visible.any(dim=1).cpu().numpy()
     points = rendering.points.detach().cpu().numpy()
-    spacing = (
-        rendering.spacing / rendering.scales.detach().cpu().to(rendering.spacing.dtype)
-    ).tolist()
+    spacing = _sample_spacings(rendering)
     hidden_rows, neighbour_rows, weight_rows = [], [], []
     for b in range(rendering.num_samples):
         part = rendering.sample_slice(b)
@@ -286,8 +304,43 @@ def hidden_neighbours(
         hidden = torch.from_numpy(np.concatenate(hidden_rows)).to(device)
         neighbours = torch.from_numpy(np.concatenate(neighbour_rows)).to(device)
         weights = torch.from_numpy(np.concatenate(weight_rows)).to(device)
-    rendering.cache[key] = (hidden, neighbours, weights)
     return hidden, neighbours, weights
+
+
+def _hidden_neighbours_torch(
+    rendering: Rendering, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`hidden_neighbours` by :func:`.fill.fill_sources` on the rendering's device."""
+    seen = rendering.visible.any(dim=1)
+    points = rendering.points.detach()
+    device = points.device
+    spacing = _sample_spacings(rendering)
+    hidden_rows = [torch.zeros(0, dtype=torch.int64, device=device)]
+    neighbour_rows = [torch.zeros((0, k), dtype=torch.int64, device=device)]
+    weight_rows = [torch.zeros((0, k), dtype=torch.float64, device=device)]
+    for b in range(rendering.num_samples):
+        part = rendering.sample_slice(b)
+        sample_seen = seen[part]
+        if bool(sample_seen.all()) or not bool(sample_seen.any()):
+            continue
+        order = spatial_order_tensor(points[part])  # as the scipy path: Z order, mapped back
+        ordered_seen = sample_seen[order]
+        vis = torch.nonzero(ordered_seen).squeeze(1)
+        hid = torch.nonzero(~ordered_seen).squeeze(1)
+        sources, counts = fill_sources(
+            points[part][order], vis, hid, k, FILL_EXACT_SPACINGS * spacing[b], spacing[b],
+            FILL_GRAPH_NEIGHBOURS,
+        )  # fmt: skip
+        hid = order[hid]
+        sources = torch.where(sources >= 0, order[sources.clamp_min(0)], -1)
+        ascending = hid.argsort()
+        hid, sources, counts = hid[ascending], sources[ascending], counts[ascending]
+        pad = torch.where(sources < 0, sources[:, :1], sources)
+        weights = torch.where(sources >= 0, 1.0 / counts[:, None].to(torch.float64), 0.0)
+        hidden_rows.append(hid + part.start)
+        neighbour_rows.append(pad + part.start)
+        weight_rows.append(weights)
+    return torch.cat(hidden_rows), torch.cat(neighbour_rows), torch.cat(weight_rows)
 
 
 def back_project(

@@ -21,7 +21,8 @@ nearest neighbour. It equals the grid step of a regular grid to ~10 % and is unb
 (Poisson) sampling, so it also holds on a random subsample of M points after scaling by
 ``sqrt(M / N)``: an M-point subsample costs milliseconds where a full kNN over 200k points costs
 ~1 s. The subsample is the M points with the smallest hash of their coordinates, so the estimate
-(and hence everything rendered) does not depend on the order of the points.
+(and hence everything rendered) does not depend on the order of the points. The kNN is cKDTree's on
+the CPU and :func:`.knn.knn` on the points' device elsewhere (:func:`.knn.neighbour_backend`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..errors import ConfigError
+from .knn import knn, neighbour_backend
 
 #: Allowed projections.
 PROJECTIONS = ("orthographic", "perspective")
@@ -174,10 +176,15 @@ def point_spacing(points: torch.Tensor) -> float:
         return 0.0
     m = min(n, SPACING_SAMPLE)
     sub = points if m == n else _order_free_subsample(points, m)
-    sub = sub.detach().to("cpu", torch.float64).numpy()
     k = min(SPACING_NEIGHBOURS, m - 1)
-    dist, _ = cKDTree(sub).query(sub, k=k + 1)
-    dk2 = float(np.median(dist[:, k] ** 2))
+    if neighbour_backend(points.device) == "torch":  # on the points' device
+        sub = sub.detach().to(torch.float64)
+        dk2 = knn(sub, sub, k + 1)[0][:, k].square().sort().values
+        dk2 = float((dk2[(m - 1) // 2] + dk2[m // 2]) / 2)  # numpy's median
+    else:
+        sub = sub.detach().to("cpu", torch.float64).numpy()
+        dist, _ = cKDTree(sub).query(sub, k=k + 1)
+        dk2 = float(np.median(dist[:, k] ** 2))
     return math.sqrt(math.pi * dk2 / k * m / n)
 
 

@@ -2,7 +2,8 @@
 
 The reference smooths the 336 x 336 organised-grid map with a Gaussian of sigma = 4 px, i.e. about
 4 point spacings, which needs an organised grid. :func:`smooth_point_scores` smooths in 3D instead:
-one kNN query (k neighbours, cKDTree, no gradient), then ``passes`` rounds of a Gaussian-weighted
+one kNN query (k neighbours, no gradient; cKDTree on the CPU, :func:`.knn.knn` on the points'
+device elsewhere, see :func:`.knn.neighbour_backend`), then ``passes`` rounds of a Gaussian-weighted
 mean over each point's neighbours (a differentiable fused gather, ``embedding_bag``). Variances add
 over passes, so a wide kernel costs gathers, not a huge k: the default (sigma = 4 spacings) takes
 16 passes of a 1-spacing kernel over 16 neighbours, matching the reference's width on any cloud.
@@ -25,7 +26,8 @@ from scipy.spatial import cKDTree
 from .._checks import check_shape
 from ..errors import ShapeError
 from .camera import point_spacing
-from .neighbours import inverse_permutation, search_workers, spatial_order
+from .knn import knn, neighbour_backend
+from .neighbours import inverse_permutation, search_workers, spatial_order, spatial_order_tensor
 
 #: Neighbours per point of the 3D smoothing.
 SMOOTH_NEIGHBOURS = 16
@@ -33,6 +35,8 @@ SMOOTH_NEIGHBOURS = 16
 DEFAULT_SIGMA_SPACINGS = 4.0
 #: Width of one smoothing pass in point spacings (well inside the reach of 16 neighbours).
 PASS_SIGMA_SPACINGS = 1.0
+#: First cell of the torch search, in expected k-th neighbour distances (sqrt(k / pi) spacings).
+SEARCH_CELL_SCALE = 1.2
 #: Upper bound on passes.
 MAX_PASSES = 64
 #: Reference grid Gaussian (METHOD.md §6) and scipy.ndimage's default truncation.
@@ -74,15 +78,36 @@ def smooth_point_scores(
         return scores.clone()
     step = min(sigma, PASS_SIGMA_SPACINGS * spacing)
     passes = min(MAX_PASSES, math.ceil((sigma / step) ** 2 - 1e-9))
+    device = scores.device
+    if neighbour_backend(points.device) == "torch":
+        order, idx_t, w_t = _neighbour_weights_torch(points, k, step, spacing)
+        idx_t, w_t, order = idx_t.to(device), w_t.to(device, scores.dtype), order.to(device)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n, device=device)
+    else:
+        order_np, idx_t, w_t = _neighbour_weights_scipy(points, k, step)
+        idx_t, w_t = idx_t.to(device), w_t.to(device, scores.dtype)
+        order = torch.from_numpy(order_np).to(device)
+        rank = torch.from_numpy(inverse_permutation(order_np)).to(device)
+    out = scores.reshape(n, -1)[order]
+    for _ in range(passes):  # fused weighted gather-sum, no (N, k, C) temporary
+        out = F.embedding_bag(idx_t, out, per_sample_weights=w_t, mode="sum")
+    return out[rank].reshape(scores.shape)
+
+
+def _neighbour_weights_scipy(
+    points: torch.Tensor, k: int, step: float
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Z order, neighbours (N, k) in it and their kernel weights (float64), by cKDTree (CPU)."""
     cloud = points.detach().cpu().to(torch.float64).numpy()
+    n = cloud.shape[0]
     # Work on the cloud in Z order (near in space = near in memory), then map back: the same
     # neighbours as in input order (up to a choice among equally distant ones), without random
     # memory access (see .neighbours).
     order = spatial_order(cloud)
     cloud = cloud[order]
     dist, idx = cKDTree(cloud).query(cloud, k=min(k, n), workers=search_workers())
-    device = scores.device
-    idx_t = torch.from_numpy(idx.reshape(n, -1)).to(device)
+    idx_t = torch.from_numpy(idx.reshape(n, -1))
     del idx
     weights = dist.reshape(n, -1)  # exp(-(d / step)^2 / 2), normalised; in place (memory)
     weights /= step
@@ -90,12 +115,21 @@ def smooth_point_scores(
     weights *= -0.5
     np.exp(weights, out=weights)
     weights /= weights.sum(axis=1, keepdims=True)
-    w_t = torch.from_numpy(weights).to(device, scores.dtype)
-    del dist, weights
-    out = scores.reshape(n, -1)[torch.from_numpy(order).to(device)]
-    for _ in range(passes):  # fused weighted gather-sum, no (N, k, C) temporary
-        out = F.embedding_bag(idx_t, out, per_sample_weights=w_t, mode="sum")
-    return out[torch.from_numpy(inverse_permutation(order)).to(device)].reshape(scores.shape)
+    return order, idx_t, torch.from_numpy(weights)
+
+
+def _neighbour_weights_torch(
+    points: torch.Tensor, k: int, step: float, spacing: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As :func:`_neighbour_weights_scipy`, by :func:`.knn.knn` on the points' device."""
+    cloud = points.detach().to(torch.float64)
+    order = spatial_order_tensor(cloud)
+    cloud = cloud[order]
+    n = cloud.shape[0]
+    reach = SEARCH_CELL_SCALE * math.sqrt(min(k, n) / math.pi) * spacing
+    dist, idx = knn(cloud, cloud, min(k, n), cell=reach)
+    weights = dist.div_(step).square_().mul_(-0.5).exp_()
+    return order, idx, weights.div_(weights.sum(dim=1, keepdim=True))
 
 
 def _reflect_index(size: int, radius: int, device: torch.device) -> torch.Tensor:
