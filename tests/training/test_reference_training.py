@@ -60,3 +60,21 @@ def test_unorganised_training_clouds_become_exactly_size_squared_points(synth_mv
     assert out.sample.num_points == 900 and out.original is sample
     np.testing.assert_array_equal(out.sample.points[:500], pts)  # every input point kept, in order
     np.testing.assert_array_equal(out.sample.points, reference_resample(sample, 30, seed=config.seed)[0].points)
+
+
+def test_eyecandies_training_samples_lose_the_reference_background_box(synth_mvtec, feature_cache):
+    # a level belt (z = 0.1) along y with a 0.3-high block; 24 x 24 = the grid: anchors at flat
+    # 256 = (10, 16) on the far belt and 320 = (13, 8) near; the block's cells are kept
+    rows, cols = np.mgrid[0:24, 0:24]
+    x, y = (cols - 12) / 10.0, (23 - rows) / 7.0  # the far face (y - y[13, 8] > 1.8): rows < 1
+    block = (np.abs(x) < 0.3) & (rows < 12)
+    xyz = np.stack([x, y + 0.1, np.where(block, 0.4, 0.1)], axis=-1).astype(np.float32)
+    sample = PointCloudSample.from_grid(xyz, label=0, category="Bagel",
+                                        meta={"dataset": "eyecandies"})  # fmt: skip
+    keep = (block & (y - y[13, 8] <= 1.8)).reshape(-1)
+    assert 0 < keep.sum() < block.sum()
+    config = demo_config(synth_mvtec, feature_cache, "method.postprocess=reference", "eval.grid_size=24")
+    (out,) = reference_training_samples([_prepared(sample)], config)
+    np.testing.assert_array_equal(out.sample.grid_index, np.flatnonzero(keep))
+    np.testing.assert_array_equal(out.foreground, np.flatnonzero(keep))
+    np.testing.assert_array_equal(out.sample.points, sample.points[keep])  # not moved

@@ -2,7 +2,9 @@
 
 What the published numbers were computed from, step by step:
 
-1. The prepared sample is resampled as the reference does (:func:`~align3d_ad.data.reference.
+1. Eyecandies samples lose the background the reference's box drops (:func:`~align3d_ad.data.
+   reference_background.reference_prepared`, instead of our plane cut); then the prepared sample
+   is resampled as the reference does (:func:`~align3d_ad.data.reference.
    reference_resample`): organised scans nearest-resized to the S x S grid (S = ``eval.grid_size``,
    336), unorganised clouds to exactly S² points whose order is the reference's pseudo-grid.
 2. Per view, the 2-class patch maps are upsampled bilinearly to the image size (align_corners
@@ -29,6 +31,7 @@ from scipy.spatial import cKDTree
 from ..backbone.encode import stack_features
 from ..data.prepare import PreparedSample
 from ..data.reference import reference_resample
+from ..data.reference_background import reference_prepared
 from ..errors import ShapeError
 from ..render import Rendering, smooth_grid_scores
 from .head import fuse_branches
@@ -120,6 +123,7 @@ def predict_reference(detector, prepared: list[PreparedSample]) -> list:
     """:meth:`Detector.predict_prepared` with reference post-processing (module docstring)."""
     config = detector.config
     size, sigma = config.eval.grid_size, config.method.grid_sigma
+    prepared = [reference_prepared(p, size) for p in prepared]  # Eyecandies: the reference's box
     resampled = [reference_resample(p.sample, size, seed=config.seed) for p in prepared]
     samples = [s for s, _ in resampled]
     rendering = detector.encoder.render(samples)
