@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="mvtec3d", choices=["mvtec3d", "real3d", "eyecandies"])
     p.add_argument("--categories", nargs="+", default=None)
     p.add_argument("--small", action="store_true", help="a few samples per category, in seconds")
+    p.add_argument("--train-good", type=int, default=None, metavar="N",
+                   help="normal training scans per category (default small 3, full 16; "
+                   "Real3D-AD templates 2 / 4), e.g. 8 for test --shots 8")
     add_common(p)
 
     p = sub.add_parser("inspect", help="what a reader sees in a dataset: counts, sizes, problems")
