@@ -203,8 +203,9 @@ def test_reference_postprocess_checkpoint_calibrates_with_native_scores_and_says
     (run / "checkpoint.json").write_text(json.dumps(doc))
     normals = synth_mvtec / "cookie" / "train" / "good" / "xyz"
     code, _, err = _run(capsys, "calibrate", "--checkpoint", run, "--normals", normals,
-                        "--out", tmp_path / "cal", "--false-alarm-rate", "0.34")  # fmt: skip
-    assert code == 0 and "method.postprocess: reference" in err  # a warning, even under --quiet
+                        "--out", tmp_path / "cal", "--false-alarm-rate", "0.34",
+                        quiet=False)  # fmt: skip
+    assert code == 0 and "method.postprocess: reference" in err  # a warning
     ours = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     native = json.loads((calibration / "calibration.json").read_text())
     assert ours["postprocess"] == native["postprocess"] == "native"
@@ -212,7 +213,7 @@ def test_reference_postprocess_checkpoint_calibrates_with_native_scores_and_says
     assert ours["thresholds"] == native["thresholds"]  # the same native scores
     cloud = synth_mvtec / "cookie" / "test" / "good" / "xyz" / "000.tiff"
     code, _, err = _run(capsys, "predict", "--checkpoint", run, "--calibration", tmp_path / "cal",
-                        cloud, "--out", tmp_path / "pred", "--no-report")  # fmt: skip
+                        cloud, "--out", tmp_path / "pred", "--no-report", quiet=False)  # fmt: skip
     assert code == 0 and "native post-processing" in err
 
 

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "stopping (eval.on_missing_gt=skip)")
     p.add_argument("--shots", type=int, default=None, metavar="K",
                    help="also score with K normal references per category from its train split "
-                   "(1, 2, 4, 8), calibrated leave-one-out, beside zero-shot")
+                   "(1, 2, 4, 8), calibrated leave-one-out (K >= 2), beside zero-shot")
     p.add_argument("--draws", type=int, default=3, help="draws of K references averaged (3)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01,
                    help="with --shots: the rate the thresholds are calibrated at (0.01)")
