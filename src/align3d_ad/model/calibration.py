@@ -28,7 +28,7 @@ import torch
 from ..backbone.encode import ViewEncoder
 from ..data.prepare import PreparedSample
 from ..errors import CheckpointMismatchError, ConfigError
-from .checkpoint import CHECKPOINT_JSON, HEAD_FILE, read_folder_document
+from .checkpoint import CHECKPOINT_JSON, HEAD_FILE, read_checkpoint, read_folder_document
 from .fewshot import (
     BANK_FILE,
     FEWSHOT,
@@ -210,9 +210,8 @@ def load_calibration(
     folder = Path(path)
     cal = read_calibration(folder)
     check_calibration(cal, folder, checkpoint=checkpoint, encoder=encoder)
-    config = read_folder_document(checkpoint, CHECKPOINT_JSON, what="checkpoint",
-                                  command="train")[0].get("config") or {}  # fmt: skip
-    note = postprocess_note(str((config.get("method") or {}).get("postprocess", NATIVE)), checkpoint)
+    method = read_checkpoint(checkpoint)["config"].get("method") or {}
+    note = postprocess_note(str(method.get("postprocess", NATIVE)), checkpoint)
     if note:
         logger.warning("%s", note)
     bank = ReferenceBank.load(folder / BANK_FILE)
