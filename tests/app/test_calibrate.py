@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -87,6 +88,11 @@ def test_verdicts_masks_and_ply_agree(capsys, calibration, trained_run, synth_mv
         if row["name"] == first[0]["name"]:
             assert mask.sum() >= 100
     assert sum(r["verdict"] == "anomalous" for r in rows) == 2
+    # the report draws the calibrated thresholds: the viewer's masks start at the point threshold
+    page = (tmp_path / "second" / "report.html").read_text()
+    clouds = json.loads(re.search(r'id="a3d-clouds">(.*?)</script>', page).group(1))
+    assert clouds and all(c["threshold"] == pytest.approx(point_t) for c in clouds)
+    assert f"point threshold {point_t:.6g}" in page and "K = 3" in page
 
 
 def test_python_api_gives_verdict_and_mask(calibration, trained_run, synth_mvtec):
@@ -168,3 +174,57 @@ def test_defective_scans_pick_the_f1_best_object_threshold(
     assert doc["thresholds"]["object"]["how"] == "f1"
     assert doc["thresholds"]["object"]["count"] == 6  # 3 leave-one-out normals + 3 defective
     assert doc["thresholds"]["point"]["how"] == "quantile"  # files without point labels
+
+
+def test_with_views_keeps_references_of_the_same_views_and_refuses_others(
+    calibration, trained_run
+):
+    from align3d_ad import Detector
+    from align3d_ad.errors import ConfigError
+    from align3d_ad.render import get_view_preset
+
+    det = Detector.from_checkpoint(trained_run, device="cpu", calibration=calibration)
+    same = det.with_views(get_view_preset("mvtec3d"))
+    assert same.references is det.references and same.calibration is det.calibration
+    assert same.encoder is not det.encoder and same.fewshot_weight == det.fewshot_weight
+    with pytest.raises(ConfigError, match="rendered with views mvtec3d, got real3d"):
+        det.with_views(get_view_preset("real3d"))
+    zero = det.with_references(None).with_views(get_view_preset("real3d"))  # zero-shot: free
+    assert zero.references is None and zero.encoder.preset.name == "real3d"
+
+
+def test_reference_postprocess_checkpoint_calibrates_with_native_scores_and_says_so(
+    capsys, calibration, trained_run, synth_mvtec, tmp_path
+):
+    run = tmp_path / "ref_run"
+    shutil.copytree(trained_run, run)
+    doc = json.loads((run / "checkpoint.json").read_text())
+    doc["config"]["method"]["postprocess"] = "reference"
+    (run / "checkpoint.json").write_text(json.dumps(doc))
+    normals = synth_mvtec / "cookie" / "train" / "good" / "xyz"
+    code, _, err = _run(capsys, "calibrate", "--checkpoint", run, "--normals", normals,
+                        "--out", tmp_path / "cal", "--false-alarm-rate", "0.34",
+                        quiet=False)  # fmt: skip
+    assert code == 0 and "method.postprocess: reference" in err  # a warning
+    ours = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    native = json.loads((calibration / "calibration.json").read_text())
+    assert ours["postprocess"] == native["postprocess"] == "native"
+    assert any("native post-processing" in w for w in ours["warnings"])
+    assert ours["thresholds"] == native["thresholds"]  # the same native scores
+    cloud = synth_mvtec / "cookie" / "test" / "good" / "xyz" / "000.tiff"
+    code, _, err = _run(capsys, "predict", "--checkpoint", run, "--calibration", tmp_path / "cal",
+                        cloud, "--out", tmp_path / "pred", "--no-report", quiet=False)  # fmt: skip
+    assert code == 0 and "native post-processing" in err
+
+
+def test_unreadable_calibration_documents_are_named(tmp_path):
+    from align3d_ad.errors import ConfigError
+    from align3d_ad.model.calibration import read_calibration
+
+    with pytest.raises(ConfigError, match=r"calibration .* must be a folder written by "
+                       r"`align3d-ad calibrate`, got no calibration.json there"):  # fmt: skip
+        read_calibration(tmp_path)
+    for text, problem in (("{nope", "not valid JSON"), ("[1]", "must hold a JSON object, got list")):
+        (tmp_path / "calibration.json").write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(f"calibration.json: {problem}")):
+            read_calibration(tmp_path)

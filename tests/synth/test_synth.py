@@ -334,6 +334,39 @@ def test_real3d_defects_move_exactly_the_labelled_points(kinds):
         assert bad.labels.mean() < 0.25
 
 
+@pytest.mark.parametrize(
+    "fmt,cat,folder", [("mvtec3d", "cookie", "cookie"), ("eyecandies", "gear", "Gear"),
+                       ("real3d", "bagel", "bagel")],
+)  # fmt: skip
+def test_train_good_adds_normal_training_scans_and_keeps_every_other_file(
+    tmp_path, synth_roots, fmt, cat, folder
+):
+    manifest = generate_dataset(tmp_path, format=fmt, categories=[cat], small=True, train_good=5)
+    more, first = _tree(tmp_path), _tree(synth_roots[fmt])
+    first = {k: v for k, v in first.items() if k.startswith(folder + "/")}
+    assert all(more[k] == v for k, v in first.items())  # every scan of the default size, same bytes
+    assert manifest.categories[folder]["train"].normal == 5
+    assert manifest.categories[folder]["train"].samples == 5
+    for split, stats in manifest.categories[folder].items():  # the other splits as by default
+        if split != "train":
+            default = json.loads((synth_roots[fmt] / MANIFEST_NAME).read_text())
+            assert stats.to_dict() == default["categories"][folder][split], split
+    reader = get_dataset(fmt, tmp_path)
+    assert len([r for r in reader.refs(folder, "train") if r.label in (0, None)]) == 5
+
+
+def test_synth_command_takes_train_good(tmp_path, capsys):
+    from align3d_ad.app.cli import EXIT_USER_ERROR, main
+
+    assert main(["synth", "--out", str(tmp_path / "d"), "--small", "--categories", "cookie",
+                 "--train-good", "8", "--quiet"]) == 0  # fmt: skip
+    assert len(list((tmp_path / "d" / "cookie" / "train" / "good" / "xyz").glob("*.tiff"))) == 8
+    assert main(["synth", "--out", str(tmp_path / "e"), "--small", "--train-good", "0"]) == (
+        EXIT_USER_ERROR
+    )
+    assert "train_good must be a positive integer, got 0" in capsys.readouterr().err
+
+
 def test_generate_dataset_keeps_each_category_independent(tmp_path, synth_roots):
     generate_dataset(tmp_path, format="mvtec3d", categories=["gland"], seed=0, small=True)
     alone = _tree(tmp_path / "gland")
@@ -366,6 +399,8 @@ def test_generate_dataset_never_overwrites_user_data(tmp_path):
         ({"format": "kitti"}, "format must be one of"),
         ({"categories": ["unicorn"]}, "categories must be among"),
         ({"seed": -1}, "seed must be"),
+        ({"train_good": 0}, "train_good must be a positive integer, got 0"),
+        ({"train_good": True}, "train_good must be a positive integer"),
     ],
 )
 def test_generate_dataset_rejects_bad_options(tmp_path, options, match):

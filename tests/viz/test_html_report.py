@@ -133,6 +133,26 @@ def test_thresholds_hook_reads_the_documented_key():
                           "dowel": {"object": float("nan")}}}  # fmt: skip
     assert thresholds_of(doc, "cookie") == {"object": 0.6} and thresholds_of(doc, "dowel") == {}
     assert thresholds_of(doc, "tire") == {} and thresholds_of({}, "cookie") == {}
+    # sub-runs (test --shots draws) have keys of their own; "*" serves every category (predict)
+    doc["thresholds"]["shots4/draw1/cookie"] = {"object": 0.2, "point": 0.3}
+    assert thresholds_of(doc, "cookie", "shots4/draw1") == {"object": 0.2, "point": 0.3}
+    assert thresholds_of(doc, "cookie", ".") == {"object": 0.6}
+    assert thresholds_of(doc, "cookie", "shots4/draw0") == {}
+    assert thresholds_of({"thresholds": {"*": {"point": 0.5}}}, "") == {"point": 0.5}
+
+
+def test_report_draws_each_runs_own_threshold(tmp_path):
+    from align3d_ad.viz.curves import load_curve_sets
+
+    _category().save(tmp_path / "scores" / "cookie.npz")  # zero-shot: no threshold
+    _category().save(tmp_path / "shots2" / "draw0" / "scores" / "cookie.npz")
+    sets = load_curve_sets(tmp_path)
+    assert sorted(cs.run for cs in sets) == [".", "shots2/draw0"]
+    doc = {"thresholds": {"shots2/draw0/cookie": {"object": 0.625, "point": 0.875}}}
+    page = render_html(ReportHeader("t", "1"), doc=doc, curve_sets=sets)
+    assert "cookie (shots2/draw0): object scores; threshold 0.625 dashed" in page
+    assert "cookie (shots2/draw0): point scores; threshold 0.875 dashed" in page
+    assert "cookie (.): object scores\"" in page  # the zero-shot histogram: none
 
 
 def _doc() -> dict:

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="mvtec3d", choices=["mvtec3d", "real3d", "eyecandies"])
     p.add_argument("--categories", nargs="+", default=None)
     p.add_argument("--small", action="store_true", help="a few samples per category, in seconds")
+    p.add_argument("--train-good", type=int, default=None, metavar="N",
+                   help="normal training scans per category (default small 3, full 16; "
+                   "Real3D-AD templates 2 / 4), e.g. 8 for test --shots 8")
     add_common(p)
 
     p = sub.add_parser("inspect", help="what a reader sees in a dataset: counts, sizes, problems")
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "stopping (eval.on_missing_gt=skip)")
     p.add_argument("--shots", type=int, default=None, metavar="K",
                    help="also score with K normal references per category from its train split "
-                   "(1, 2, 4, 8), calibrated leave-one-out, beside zero-shot")
+                   "(1, 2, 4, 8), calibrated leave-one-out (K >= 2), beside zero-shot")
     p.add_argument("--draws", type=int, default=3, help="draws of K references averaged (3)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01,
                    help="with --shots: the rate the thresholds are calibrated at (0.01)")

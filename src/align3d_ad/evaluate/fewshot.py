@@ -65,16 +65,47 @@ def decision_metrics(
     }
 
 
-def draw_references(reader, category: str, shots: int, *, seed: int, draw: int) -> list:
-    """K normal references of ``category`` drawn from its normal training split (seeded)."""
+def _normal_refs(reader, category: str, shots: int) -> list:
+    """The normal training samples of ``category`` (ConfigError when fewer than ``shots``)."""
     refs = [r for r in reader.refs(category, NORMAL_SPLIT) if r.label in (0, None)]
     if len(refs) < shots:
         raise ConfigError(
             f"--shots {shots} needs {shots} normal {NORMAL_SPLIT} samples of {category}, "
             f"got {len(refs)} in {reader.root}"
         )
+    return refs
+
+
+def check_shots(plan: EvaluationPlan, shots: int) -> None:
+    """Refuse ``--shots K`` before anything is scored when a planned category has fewer than K
+    normal training samples (one line naming the first such category)."""
+    for category in plan.refs:
+        _normal_refs(plan.reader, category, shots)
+
+
+def draw_references(reader, category: str, shots: int, *, seed: int, draw: int) -> list:
+    """K normal references of ``category`` drawn from its normal training split (seeded)."""
+    refs = _normal_refs(reader, category, shots)
     rng = np.random.default_rng([seed, draw, zlib.crc32(category.encode())])
     return [refs[i] for i in sorted(rng.choice(len(refs), size=shots, replace=False))]
+
+
+def draw_folder(shots: int, draw: int) -> str:
+    """The sub-run folder (relative, posix) of one draw's scores: ``shots<K>/draw<d>``."""
+    return f"shots{shots}/draw{draw}"
+
+
+def fewshot_thresholds(few: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The calibrated thresholds of every draw in the ``thresholds`` form the HTML report reads:
+    ``{"shots<K>/draw<d>/<category>": {"object": t, "point": t}}`` (K = 1: none, uncalibrated)."""
+    out = {}
+    for category, runs in few["draws_detail"].items():
+        for draw, entry in enumerate(runs):
+            if "thresholds" in entry:
+                out[f"{draw_folder(few['shots'], draw)}/{category}"] = {
+                    level: float(entry["thresholds"][level]["value"]) for level in ("object", "point")
+                }
+    return out
 
 
 def fewshot_protocol(
@@ -101,6 +132,9 @@ def fewshot_protocol(
     if shots < 1 or draws < 1:
         raise ConfigError(f"--shots and draws must be >= 1, got {shots} and {draws}")
     reader, config = plan.reader, detector.config
+    if shots < 2:
+        logger.info("--shots 1: one reference per draw sharpens the scores but cannot be calibrated "
+                    "(leave-one-out needs K >= 2): no thresholds, no decision metrics")
     out_dir = Path(out_dir)
     categories: dict[str, Any] = {}
     detail: dict[str, list] = {}
@@ -115,7 +149,7 @@ def fewshot_protocol(
                                       names=[r.sample_id for r in chosen])  # fmt: skip
             else:
                 cal, bank = None, fit_scales(detector, build_bank(detector, prepared), prepared)[0]
-            folder = out_dir / f"shots{shots}" / f"draw{draw}"
+            folder = out_dir / draw_folder(shots, draw)
             sub = EvaluationPlan(reader, plan.split, {category: refs}, {})
             result = evaluate_dataset(
                 detector.with_references(bank, cal), dataset, root, out_dir=folder,
@@ -165,6 +199,9 @@ def fewshot_markdown(doc: dict[str, Any]) -> str:
         z, s = headline(zero.get(name, {}), "foreground"), headline(scores, "foreground")
         cells = [f"{_fmt(z[m])} | {_fmt(s[m])}" for m in ("o_auroc", "p_auroc", "aupro")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if k < 2:
+        return "\n".join([*lines, "", "### Decisions: none with K = 1 (leave-one-out calibration "
+                           "needs K >= 2 references, as `calibrate` does)"]) + "\n"
     lines += ["", f"### Decisions at the calibrated thresholds (false-alarm rate "
               f"{few['false_alarm_rate']:g}, leave-one-out on the {k} references)", "",
               "| category | false alarms | misses | precision | recall | F1 | mask IoU |",

@@ -28,7 +28,7 @@ import torch
 from ..backbone.encode import ViewEncoder
 from ..data.prepare import PreparedSample
 from ..errors import CheckpointMismatchError, ConfigError
-from .checkpoint import CHECKPOINT_JSON, HEAD_FILE
+from .checkpoint import CHECKPOINT_JSON, HEAD_FILE, read_checkpoint, read_folder_document
 from .fewshot import (
     BANK_FILE,
     FEWSHOT,
@@ -51,6 +51,22 @@ OK, ANOMALOUS = "ok", "anomalous"
 #: A reference whose leave-one-out object score lies this many robust deviations (1.4826 MAD)
 #: above the median of the others' is reported as probably not the same part.
 OUTLIER_DEVIATIONS = 5.0
+#: The post-processing few-shot references are scored with (the reference style has no
+#: few-shot maps; docs/calibration.md).
+NATIVE = "native"
+
+
+def postprocess_note(postprocess: str, checkpoint: str | Path | None = None) -> str | None:
+    """The warning line for a ``method.postprocess: reference`` checkpoint used with references
+    (they are scored with the native post-processing), else None."""
+    if postprocess == NATIVE:
+        return None
+    who = f"checkpoint {checkpoint}" if checkpoint else "the checkpoint"
+    return (
+        f"{who} has method.postprocess: {postprocess}, which has no few-shot maps: with a "
+        "calibration its scans are scored with the native post-processing (the calibration's "
+        "thresholds are native scores too; docs/calibration.md)"
+    )
 
 
 def checkpoint_fingerprint(run_dir: str | Path) -> str:
@@ -87,6 +103,7 @@ class Calibration:
     normal_object_scores: list[float]
     bank: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    postprocess: str = NATIVE  #: the post-processing the scores and thresholds come from
 
     @property
     def num_references(self) -> int:
@@ -130,6 +147,7 @@ class Calibration:
             "normal_object_scores": self.normal_object_scores,
             "bank": self.bank,
             "warnings": self.warnings,
+            "postprocess": self.postprocess,
         }
 
     @classmethod
@@ -147,6 +165,7 @@ class Calibration:
                 views=dict(doc["views"]), references=list(doc["references"]),
                 normal_object_scores=[float(v) for v in doc["normal_object_scores"]],
                 bank=dict(doc.get("bank", {})), warnings=list(doc.get("warnings", [])),
+                postprocess=str(doc.get("postprocess", NATIVE)),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, ConfigError):
@@ -156,19 +175,8 @@ class Calibration:
 
 def read_calibration(path: str | Path) -> Calibration:
     """The ``calibration.json`` of a calibration folder (ConfigError naming it when invalid)."""
-    folder = Path(path)
-    doc_path = folder / CALIBRATION_JSON
-    if not doc_path.is_file():
-        raise ConfigError(
-            f"calibration {folder} must be a folder written by `align3d-ad calibrate`, got no "
-            f"{CALIBRATION_JSON} there"
-        )
-    try:
-        doc = json.loads(doc_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{doc_path}: not valid JSON ({err})") from err
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{doc_path}: must hold a JSON object")
+    doc, doc_path = read_folder_document(path, CALIBRATION_JSON, what="calibration",
+                                         command="calibrate")  # fmt: skip
     return Calibration.from_dict(doc, doc_path)
 
 
@@ -202,6 +210,10 @@ def load_calibration(
     folder = Path(path)
     cal = read_calibration(folder)
     check_calibration(cal, folder, checkpoint=checkpoint, encoder=encoder)
+    method = read_checkpoint(checkpoint)["config"].get("method") or {}
+    note = postprocess_note(str(method.get("postprocess", NATIVE)), checkpoint)
+    if note:
+        logger.warning("%s", note)
     bank = ReferenceBank.load(folder / BANK_FILE)
     if bank.hashes != [r.get("content_hash") for r in cal.references]:
         raise ConfigError(f"{folder / BANK_FILE}: its references are not those of {CALIBRATION_JSON}")
@@ -333,6 +345,9 @@ def calibrate(
             "margin rule (max or mean + z*std of the references, docs/calibration.md)"
         )
     warnings_.extend(_outliers(objs, names))
+    note = postprocess_note(detector.config.method.postprocess, checkpoint)
+    if note:
+        warnings_.append(note)
     backbone = detector.backbone
     cal = Calibration(
         object_threshold=obj_t, point_threshold=point_t, false_alarm_rate=rate,

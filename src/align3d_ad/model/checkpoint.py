@@ -225,14 +225,19 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The ``checkpoint.json`` of a run folder, checked (ConfigError when it is not one)."""
-    run_dir = Path(path)
-    doc_path = run_dir / CHECKPOINT_JSON
+def read_folder_document(
+    folder: str | Path, name: str, *, what: str, kind: str = "folder", command: str
+) -> tuple[dict[str, Any], Path]:
+    """The JSON object ``folder/name`` that ``align3d-ad <command>`` writes, and its path.
+
+    ConfigError with one line when the folder lacks it (``<what> <folder> must be a <kind>
+    written by `align3d-ad <command>` ...``), or it cannot be read, is not JSON or not an object.
+    """
+    folder = Path(folder)
+    doc_path = folder / name
     if not doc_path.is_file():
         raise ConfigError(
-            f"checkpoint {run_dir} must be a run folder written by `align3d-ad train`, "
-            f"got no {CHECKPOINT_JSON} there"
+            f"{what} {folder} must be a {kind} written by `align3d-ad {command}`, got no {name} there"
         )
     try:
         doc = json.loads(doc_path.read_text(encoding="utf-8"))
@@ -242,6 +247,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{doc_path}: cannot be read ({_reason(err)})") from err
     if not isinstance(doc, dict):
         raise ConfigError(f"{doc_path}: must hold a JSON object, got {type(doc).__name__}")
+    return doc, doc_path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The ``checkpoint.json`` of a run folder, checked (ConfigError when it is not one)."""
+    doc, doc_path = read_folder_document(
+        path, CHECKPOINT_JSON, what="checkpoint", kind="run folder", command="train"
+    )
     if "format" not in doc:
         raise ConfigError(f"{doc_path}: has no 'format' key; not written by `align3d-ad train`")
     versions_ = doc.get("versions")

@@ -28,6 +28,7 @@ from ..backbone.loader import Backbone
 from ..config import Config
 from ..data.prepare import PreparedSample, prepare_sample
 from ..data.sample import PointCloudSample
+from ..errors import ConfigError
 from ..render import (
     Rendering,
     ViewPreset,
@@ -128,12 +129,22 @@ class Detector:
         )
 
     def with_views(self, preset: ViewPreset) -> Detector:
-        """The same detector rendering other views (zero-shot: references belong to views)."""
+        """The same detector rendering ``preset``'s views, with its few-shot references and
+        calibration when the views are those it had (ConfigError otherwise: references belong to
+        the views they were rendered with)."""
+        from .calibration import views_record
+
         encoder = ViewEncoder(
             self.backbone, preset, self.encoder.settings, cache=self.encoder.cache,
             batch_size=self.encoder.batch_size,
         )  # fmt: skip
-        return Detector(self.config, encoder, self.head)
+        if self.references is not None and views_record(encoder) != views_record(self.encoder):
+            raise ConfigError(
+                f"with_views: the detector's few-shot references were rendered with views "
+                f"{self.encoder.preset.name}, got {preset.name}; calibrate again with those views"
+            )
+        return Detector(self.config, encoder, self.head, references=self.references,
+                        calibration=self.calibration)  # fmt: skip
 
     @classmethod
     def from_checkpoint(
@@ -200,7 +211,9 @@ class Detector:
 
         ``exclude[i]``: the reference left out of the bank for sample i (leave-one-out). With
         few-shot references the native post-processing is used whatever ``method.postprocess``
-        says (the reference style has no few-shot maps; docs/calibration.md).
+        says (the reference style has no few-shot maps): ``calibrate`` and ``predict
+        --calibration`` warn and record it, ``test --shots`` refuses such a checkpoint
+        (docs/calibration.md).
         """
         if self.config.method.postprocess == "reference" and self.references is None:
             from .reference_post import predict_reference  # REFERENCE.md §1 and §3

@@ -10,7 +10,7 @@ camera-to-world with the world frame on the conveyor plane (z up). No point is m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,10 +142,10 @@ def _write_sample(
 
 
 def write_eyecandies_category(
-    out: Path, category: str, folder: str, streams: Streams, *, small: bool
+    out: Path, category: str, folder: str, streams: Streams, *, small: bool, train: int | None = None
 ) -> dict[str, SynthSplit]:
     """Write one category as ``out/<folder>/<split>/data``; return its counts."""
-    counts = COUNTS[small]
+    counts = COUNTS[small] if train is None else replace(COUNTS[small], train=train)
     plan = {"train": (counts.train, 0), "val": (counts.val, 0), "test_public": counts.public}
     plan["test_private"] = counts.private
     stats = {}

@@ -47,6 +47,7 @@ def generate_dataset(
     categories: Sequence[str] | None = None,
     seed: int = 0,
     small: bool = False,
+    train_good: int | None = None,
 ) -> SynthManifest:
     """Write a synthetic dataset in the exact layout and file formats of a benchmark.
 
@@ -56,6 +57,10 @@ def generate_dataset(
         categories: Synthetic categories to write (default all, see ``list_synth_categories``).
         seed: Non-negative seed; the same seed writes byte-identical files.
         small: A few samples per category on small grids (seconds), for tests and the demo.
+        train_good: Normal training scans per category (MVTec 3D-AD ``train/good``, Eyecandies
+            ``train``, Real3D-AD ``train`` templates) instead of the size's default (small: 3 / 3
+            / 2, full: 16 / 16 / 4), e.g. 8 for ``test --shots 8``. Every scan is seeded by its
+            index, so the other scans are the same bytes whatever the count.
 
     Returns:
         The manifest, also written to ``<out>/synth_manifest.json``.
@@ -64,6 +69,10 @@ def generate_dataset(
         ConfigError: Unknown format/category, bad seed, or ``out`` holding other data.
     """
     names = _check_options(format, categories, seed)
+    if train_good is not None and (
+        isinstance(train_good, bool) or not isinstance(train_good, int) or train_good < 1
+    ):
+        raise ConfigError(f"train_good must be a positive integer, got {train_good!r}")
     out = Path(out)
     prepare_output(out)
     folders = {name: category_folder(name, format) for name in names}
@@ -76,11 +85,11 @@ def generate_dataset(
         streams = Streams(seed, FORMAT_CODES[format], all_names.index(name))
         logger.info("synth %s: writing %s", format, folder)
         if format == "mvtec3d":
-            stats = write_mvtec_category(out, name, streams, small=small)
+            stats = write_mvtec_category(out, name, streams, small=small, train=train_good)
         elif format == "eyecandies":
-            stats = write_eyecandies_category(out, name, folder, streams, small=small)
+            stats = write_eyecandies_category(out, name, folder, streams, small=small, train=train_good)
         else:
-            stats = write_real3d_category(out, name, streams, small=small)
+            stats = write_real3d_category(out, name, streams, small=small, train=train_good)
         manifest.categories[folder] = stats
     manifest.complete = True
     manifest.write(out)

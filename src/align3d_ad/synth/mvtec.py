@@ -9,7 +9,7 @@ missing points; rgb: 8-bit RGB PNG pixel-aligned; gt: 8-bit gray PNG whose value
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -138,24 +138,28 @@ def _write_category_files(
     )
 
 
-def mvtec_folders(category: str, small: bool) -> list[tuple[str, str, int]]:
-    """(split, defect folder, samples) in writing order; the position is the folder's split code."""
-    counts = COUNTS[small]
+def mvtec_folders(
+    category: str, small: bool, train: int | None = None
+) -> list[tuple[str, str, int]]:
+    """(split, defect folder, samples) in writing order; the position is the folder's split code
+    (``train``: ``train/good`` samples instead of the size's default)."""
+    counts = COUNTS[small] if train is None else replace(COUNTS[small], train=train)
     folders = [("train", "good", counts.train), ("validation", "good", counts.validation)]
     folders.append(("test", "good", counts.test_good))
     return folders + [("test", d, counts.per_defect) for d in CATEGORIES[category].mvtec_defects]
 
 
 def write_mvtec_category(
-    out: Path, category: str, streams: Streams, *, small: bool
+    out: Path, category: str, streams: Streams, *, small: bool, train: int | None = None
 ) -> dict[str, SynthSplit]:
-    """Write one category in the MVTec 3D-AD layout under ``out/<category>``; return its counts."""
+    """Write one category in the MVTec 3D-AD layout under ``out/<category>``; return its counts
+    (``train``: ``train/good`` samples instead of the size's default)."""
     root = Path(out) / category
     camera, pitch = mvtec_camera(category, small)
     values = class_values(CATEGORIES[category].mvtec_defects)
     _write_category_files(root, category, camera, values, streams.seed)
     stats = {split: SynthSplit() for split in ("train", "validation", "test")}
-    for split_code, (split, folder, n) in enumerate(mvtec_folders(category, small)):
+    for split_code, (split, folder, n) in enumerate(mvtec_folders(category, small, train)):
         kinds = ("xyz", "rgb", "gt") if split == "test" else ("xyz", "rgb")
         make_folders(*(root / split / folder / kind for kind in kinds))
         for index in range(n):

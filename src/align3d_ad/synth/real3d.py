@@ -10,7 +10,7 @@ encodings alternate between ascii, binary and binary_compressed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +96,11 @@ def _write_gt(
 
 
 def write_real3d_category(
-    out: Path, category: str, streams: Streams, *, small: bool
+    out: Path, category: str, streams: Streams, *, small: bool, train: int | None = None
 ) -> dict[str, SynthSplit]:
     """Write one category as ``out/<category>/{train,test,gt}``; return its counts."""
     root = Path(out) / category
-    counts = COUNTS[small]
+    counts = COUNTS[small] if train is None else replace(COUNTS[small], train=train)
     stats = {"train": SynthSplit(), "test": SynthSplit()}
     make_folders(root / "train", root / "test", root / "gt")
     for index in range(counts.train):

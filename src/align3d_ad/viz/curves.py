@@ -41,6 +41,7 @@ class CurveSet:
     point_scores: np.ndarray  #: pooled (subsampled) point scores
     point_labels: np.ndarray
     subsampled_from: int | None = None  #: point count before subsampling, if subsampled
+    run: str = "."  #: the run folder the scores came from, relative to the report's (posix)
 
 
 def load_curve_sets(run_dir: str | Path, *, seed: int = 0) -> list[CurveSet]:
@@ -53,7 +54,9 @@ def load_curve_sets(run_dir: str | Path, *, seed: int = 0) -> list[CurveSet]:
         scores = CategoryScores.load(f)
         run = f.parent.parent.relative_to(run_dir)
         label = scores.category if len(runs) == 1 else f"{scores.category} ({run.as_posix()})"
-        out.append(curve_set(scores, label=label, seed=seed))
+        cs = curve_set(scores, label=label, seed=seed)
+        cs.run = run.as_posix()
+        out.append(cs)
     return out
 
 
@@ -168,12 +171,17 @@ def histogram_figure(cs: CurveSet, level: str, threshold: float | None = None) -
     return {"data": data, "layout": layout}
 
 
-def thresholds_of(doc: Mapping[str, Any], category: str) -> dict[str, float]:
+def thresholds_of(doc: Mapping[str, Any], category: str, run: str = ".") -> dict[str, float]:
     """Known thresholds of ``category`` in a results document: ``{"object": t, "point": t}``.
 
-    The hook for calibration: a results document may carry ``"thresholds": {category:
-    {"object": float, "point": float}}``; categories or keys it lacks have no threshold.
+    The hook for calibration: a results document may carry ``"thresholds": {key: {"object":
+    float, "point": float}}``, the key being the category for the scores of the run folder itself
+    (``scores/<category>.npz``), ``<run>/<category>`` for those of a sub-run (``test --shots``:
+    ``shots4/draw0/cookie``), or ``*`` for every category (``predict --calibration``: one
+    calibration for every cloud). Categories or keys it lacks have no threshold.
     """
-    found = (doc.get("thresholds") or {}).get(category) or {}
+    table = doc.get("thresholds") or {}
+    key = category if run in ("", ".") else f"{run}/{category}"
+    found = table.get(key) or table.get("*") or {}
     return {k: float(v) for k, v in found.items()
             if k in ("object", "point") and v is not None and np.isfinite(float(v))}  # fmt: skip

@@ -101,7 +101,7 @@ def _curves_section(sets: Sequence[CurveSet], doc: Mapping[str, Any], figs: _Fig
     parts.append("<h3>Score histograms: good vs defective samples, normal vs anomalous points</h3>")
     cells = []
     for cs in sets:
-        known = thresholds_of(doc, cs.category)
+        known = thresholds_of(doc, cs.category, cs.run)
         cells += [figs.div(histogram_figure(cs, "object", known.get("object"))),
                   figs.div(histogram_figure(cs, "point", known.get("point")))]  # fmt: skip
     parts.append('<div class="grid2">' + "".join(cells) + "</div>")

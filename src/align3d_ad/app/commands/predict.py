@@ -278,9 +278,16 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"verdicts: {args.verdicts['ok']} ok, {args.verdicts['anomalous']} anomalous")
     paths = [("run folder", args.out)]
     if hook is not None and scored:
-        path = html.write_report(args.out, title="align3d-ad predict", doc=None, hook=hook,
+        doc, facts = None, [("checkpoint", str(args.checkpoint))]
+        cal = hook.detector.calibration
+        if cal is not None:  # one calibration for every cloud: drawn in the viewer and the header
+            t_obj, t_pt = cal.object_threshold.value, cal.point_threshold.value
+            doc = {"thresholds": {"*": {"object": t_obj, "point": t_pt}}}
+            facts.append(("calibration", f"{args.calibration} (K = {cal.num_references}; object "
+                          f"threshold {t_obj:.6g}, point threshold {t_pt:.6g})"))  # fmt: skip
+        path = html.write_report(args.out, title="align3d-ad predict", doc=doc, hook=hook,
                                  config=hook.detector.config, clouds=html.predicted_clouds(args.out),
-                                 facts=[("checkpoint", str(args.checkpoint))])  # fmt: skip
+                                 facts=facts)  # fmt: skip
         paths.append(("html", path))
     finish(args, lines, [*paths, ("scores", args.out / SCORES_CSV)])
     if failed:

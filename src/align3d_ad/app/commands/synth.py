@@ -11,6 +11,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = generate_dataset(
         args.out, format=args.format, categories=args.categories,
         seed=0 if args.seed is None else args.seed, small=args.small,
+        train_good=args.train_good,
     )  # fmt: skip
     counts = manifest.to_dict()["categories"]
     total = sum(s["samples"] for cat in counts.values() for s in cat.values())

@@ -23,6 +23,29 @@ from ..summary import results_summary
 logger = logging.getLogger(__name__)
 
 
+def _check_shots(args: argparse.Namespace, checkpoint: dict, plan) -> None:
+    """Refuse ``--shots K`` before anything is written: a reference-post-processing checkpoint
+    (its K-shot scores would be native, its zero-shot ones not), or too few normal train scans."""
+    from ...evaluate.fewshot import check_shots
+    from ...synth import MANIFEST_NAME
+
+    postprocess = (checkpoint["config"].get("method") or {}).get("postprocess", "native")
+    if postprocess != "native":
+        raise ConfigError(
+            f"--shots needs a checkpoint with method.postprocess: native, got {postprocess} in "
+            f"{args.checkpoint}: few-shot references and their calibration are scored with the "
+            "native post-processing, so zero-shot and K-shot would not be compared alike "
+            "(docs/calibration.md)"
+        )
+    try:
+        check_shots(plan, args.shots)
+    except ConfigError as err:
+        if not (args.root / MANIFEST_NAME).is_file():
+            raise
+        raise ConfigError(f"{err} (synthetic data: `align3d-ad synth --train-good N` writes N "
+                          "normal training scans per category)") from err  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from ...evaluate.protocol import choose_views
     from ...evaluate.runner import IncompleteEvaluationError, evaluate_dataset, plan_evaluation
@@ -45,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_evaluation(
         args.dataset, args.root, categories=args.categories, eval_config=config.eval
     )
+    if getattr(args, "shots", None):
+        _check_shots(args, doc, plan)
     run_dir = start_run(args, args.out, config)
     detector = load_detector(
         args.checkpoint, device=args.device, weights=args.weights,
@@ -85,13 +110,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     doc = combine_runs({"test": results}, **header, skipped=results.skipped)
     if getattr(args, "shots", None):  # --shots K: zero-shot and K-shot side by side
-        from ...evaluate.fewshot import fewshot_protocol, write_fewshot_tables
+        from ...evaluate.fewshot import fewshot_protocol, fewshot_thresholds, write_fewshot_tables
 
         doc["few_shot"] = fewshot_protocol(
             detector, args.dataset, args.root, plan, shots=args.shots, out_dir=run_dir,
             zero_shot=results, eval_config=config.eval, draws=args.draws,
             false_alarm_rate=args.false_alarm_rate,
         )  # fmt: skip
+        doc["thresholds"] = fewshot_thresholds(doc["few_shot"])  # drawn dashed by report.html
     write_results(run_dir, doc)
     if "few_shot" in doc:
         write_fewshot_tables(run_dir, doc)
