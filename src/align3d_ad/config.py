@@ -188,7 +188,7 @@ class EvalConfig:
     aupro_method: str = "exact"  #: exact | official
     max_fpr: float = 0.3
     batch_size: int = 4  #: samples rendered and scored together (B x V views per backbone pass)
-    workers: int | None = None  #: processes reading and preparing samples; None = one per spare core
+    workers: int | None = None  #: processes reading and preparing samples; None = cores beyond 2, <= 8
 
     def __post_init__(self) -> None:
         check_section(self, "eval")

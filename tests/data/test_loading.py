@@ -87,9 +87,19 @@ def test_worker_stage_times_are_added_here():
     assert totals["read"] > 0 and totals["wait"] > 0
 
 
-def test_default_workers_leaves_a_core_for_the_main_process():
-    cores = len(os.sched_getaffinity(0))
-    assert default_workers() == max(1, min(8, cores - 1))
+def test_default_workers_leaves_two_cores_for_the_main_process(monkeypatch):
+    for cores, workers in [(1, 0), (2, 0), (3, 1), (4, 2), (16, 8), (64, 8)]:
+        monkeypatch.setattr("align3d_ad.data.loading._cores", lambda cores=cores: cores)
+        assert default_workers() == workers
+
+
+def test_the_main_process_keeps_the_cores_the_workers_leave(monkeypatch):
+    import torch
+
+    monkeypatch.setattr("align3d_ad.data.loading._cores", lambda: 2)
+    before = torch.get_num_threads()
+    seen = [torch.get_num_threads() for _ in prefetch_batches(_Load(), BATCHES, workers=1)]
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before
 
 
 def test_negative_workers_are_refused():

@@ -18,8 +18,9 @@ Two things the plain DataLoader gets wrong for us are handled here:
   once, whatever the multiprocessing start method; grouped reader warnings travel the same way
   (:meth:`~align3d_ad.data.datasets.base.DatasetReader.take_grouped`).
 
-Worker processes run single-threaded torch (no oversubscription of the cores the main process
-computes on).
+Worker processes run single-threaded torch, and while they run the main process uses at most the
+cores they leave (``torch.set_num_threads``, restored afterwards): an oversubscribed core makes
+every parallel torch operation wait for its descheduled thread.
 """
 
 from __future__ import annotations
@@ -43,13 +44,21 @@ MAX_DEFAULT_WORKERS = 8
 PREFETCH_FACTOR = 2
 
 
-def default_workers() -> int:
-    """Worker processes by default: one per CPU core beyond the main process's, at most 8."""
+def _cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cores - 1))
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Worker processes by default: the cores beyond two, at most 8 (none on 1-2 cores).
+
+    The main process keeps the other cores. On two cores a worker takes one of the two the main
+    process computes on, which costs it as much as the overlap gains (``benchmarks/README.md``,
+    "Throughput": 0.91x the objects/s with the tiny model), so there the default is none.
+    """
+    return max(0, min(MAX_DEFAULT_WORKERS, _cores() - 2))
 
 
 @dataclass
@@ -159,6 +168,22 @@ def prefetch_batches(
                 items = [_Items(load, None)[i] for i in batch]
             yield items
         return
+    # The main process keeps the cores the workers leave: more threads than that would wait at
+    # every parallel region for a thread whose core a worker holds (2-3x slower small ops).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, _cores() - workers)))
+    try:
+        yield from _prefetched(load, batches, workers, grouped)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _prefetched(
+    load: Callable[[int], T],
+    batches: list[list[int]],
+    workers: int,
+    grouped: tuple[Callable[[], dict], Callable[[dict], None]] | None,
+) -> Iterator[list[Loaded[T]]]:
     loader = DataLoader(
         _Items(load, grouped[0] if grouped else None),
         batch_sampler=batches,

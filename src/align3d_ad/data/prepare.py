@@ -39,12 +39,15 @@ class PreparedSample:
         original: The sample as read.
         foreground: int64 rows of ``original`` that survived background removal (sorted).
         rendered: int64 rows of ``foreground`` that were rendered (all of them unless subsampled).
+        extras: What was computed ahead for the scorer from the points alone, e.g. the 3D
+            smoothing neighbours (``"smoothing"``), made in a loader worker.
     """
 
     sample: PointCloudSample
     original: PointCloudSample
     foreground: np.ndarray
     rendered: np.ndarray
+    extras: dict = dataclasses.field(default_factory=dict)
 
     def lift(self, scores: np.ndarray) -> np.ndarray:
         """Scores of the rendered points (n, ...) -> scores of every original point (N, ...).

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import distributed, profiling
-from ..config import EvalConfig
+from ..config import Config, EvalConfig
 from ..data import DatasetReader, PointCloudSample, SampleRef, get_dataset
 from ..data.loading import default_workers, prefetch_batches, unwrap
 from ..data.prepare import PreparedSample, prepare_sample
 from ..errors import Align3DError, ConfigError, DatasetFormatError
+from ..model.detector import plan_ahead
 from ..progress import progress
 from .scores import CategoryScores, SampleScores
 
@@ -238,18 +241,19 @@ def evaluate_dataset(
 
 @dataclass(frozen=True)
 class _ReadAndPrepare:
-    """Item ``i`` of a category: reference ``refs[i]`` read and prepared (runs in a worker)."""
+    """Item ``i`` of a category: ``refs[i]`` read, prepared and planned (runs in a worker)."""
 
     reader: DatasetReader
     refs: list[SampleRef]
-    data: Any  #: the detector's DataConfig
-    seed: int
+    config: Config  #: the detector's
+    device: torch.device  #: the detector's
 
     def __call__(self, index: int) -> PreparedSample:
         with profiling.stage("read"):
             sample = self.reader.load(self.refs[index])
         with profiling.stage("prepare"):
-            return prepare_sample(sample, self.data, seed=self.seed)
+            prep = prepare_sample(sample, self.config.data, seed=self.config.seed)
+            return plan_ahead(prep, self.config, self.device)
 
 
 def _score(
@@ -264,7 +268,7 @@ def _score(
 ) -> None:
     """Score this rank's batches of ``refs`` into ``entries``; workers read the next ones."""
     mine = distributed.my_batches(len(refs), cfg.batch_size)  # all of them in one process
-    load = _ReadAndPrepare(reader, refs, detector.config.data, detector.config.seed)
+    load = _ReadAndPrepare(reader, refs, detector.config, detector.encoder.device)
     batches = prefetch_batches(
         load, [range(start, stop) for start, stop in mine], workers=eval_workers(cfg),
         grouped=(reader.take_grouped, reader.add_grouped),
@@ -282,7 +286,7 @@ def _score(
 
 
 def eval_workers(cfg: EvalConfig) -> int:
-    """Worker processes reading and preparing samples: ``eval.workers``, or one per spare core."""
+    """Worker processes reading and preparing samples: ``eval.workers``, or the cores beyond two (at most 8)."""
     return default_workers() if cfg.workers is None else cfg.workers
 
 

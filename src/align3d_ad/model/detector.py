@@ -31,11 +31,13 @@ from ..data.sample import PointCloudSample
 from ..errors import ConfigError
 from ..render import (
     Rendering,
+    SmoothingPlan,
     ViewPreset,
     back_project,
     point_spacing,
     smooth_grid_scores,
     smooth_point_scores,
+    smoothing_plan,
 )
 from .checkpoint import load_parts
 from .fewshot import FEWSHOT, ZERO_SHOT, ReferenceBank, fuse_fewshot
@@ -290,11 +292,10 @@ class Detector:
             smoothed = smooth_grid_scores(maps, sigma=method.grid_sigma)
             return smoothed.reshape(len(maps), -1)[:, index].T
         points = rendering.points[rendering.sample_slice(i)]
-        spacing = point_spacing(points)
-        sigma = method.smoothing_sigma * spacing
-        if sigma <= 0:
-            return scores
-        return smooth_point_scores(points, scores, sigma=sigma, spacing=spacing)
+        plan = prep.extras.get("smoothing")  # made ahead by a loader worker (plan_smoothing)
+        if plan is None:
+            plan = plan_smoothing(points, method.smoothing_sigma)
+        return smooth_point_scores(points, scores, plan=plan)
 
     @staticmethod
     def _prediction(
@@ -318,6 +319,28 @@ class Detector:
             foreground=foreground,
             row_scores=None if original.source_index is None else original.to_rows(scores),
         )
+
+
+def plan_smoothing(points: torch.Tensor, sigma_spacings: float) -> SmoothingPlan:
+    """The 3D smoothing neighbours of a sample's points, ``method.smoothing_sigma`` spacings wide."""
+    spacing = point_spacing(points)
+    return smoothing_plan(points, sigma=sigma_spacings * spacing, spacing=spacing)
+
+
+def plan_ahead(prep: PreparedSample, config: Config, device: torch.device | str) -> PreparedSample:
+    """``prep`` with what :meth:`Detector.predict_prepared` can use computed ahead (in place).
+
+    For scoring on the CPU with ``method.smoothing: knn``, the 3D smoothing neighbours (a k-d
+    tree search, often the largest CPU step after the backbone): a loader worker then does it
+    while the previous batch is scored. On other devices the search runs there (nothing here).
+    """
+    method = config.method
+    if torch.device(device).type == "cpu" and (method.smoothing, method.postprocess) == (
+        "knn", "native"
+    ):
+        points = torch.from_numpy(prep.sample.points)
+        prep.extras["smoothing"] = plan_smoothing(points, config.method.smoothing_sigma)
+    return prep
 
 
 #: The same as :meth:`Detector.from_checkpoint`.

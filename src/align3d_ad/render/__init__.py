@@ -24,7 +24,7 @@ from .camera import (
     project_points,
 )
 from .rendering import RenderCoverage, Rendering, render_batch, render_samples
-from .smooth import smooth_grid_scores, smooth_point_scores
+from .smooth import SmoothingPlan, smooth_grid_scores, smooth_point_scores, smoothing_plan
 from .views import (
     ViewPreset,
     axis_rotation,
@@ -59,5 +59,7 @@ __all__ = [
     "sample_maps",
     "smooth_grid_scores",
     "smooth_point_scores",
+    "SmoothingPlan",
+    "smoothing_plan",
     "view_preset_from_spec",
 ]

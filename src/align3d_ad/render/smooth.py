@@ -17,6 +17,7 @@ outgrows the CPU caches.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ def smooth_point_scores(
     sigma: float | None = None,
     k: int = SMOOTH_NEIGHBOURS,
     spacing: float | None = None,
+    plan: SmoothingPlan | None = None,
 ) -> torch.Tensor:
     """Gaussian smoothing of per-point scores over 3D nearest neighbours.
 
@@ -61,6 +63,8 @@ def smooth_point_scores(
         k: Neighbours per point (the point itself included).
         spacing: ``point_spacing(points)`` if the caller has it already (it costs a pass over the
             points); None = computed here.
+        plan: :func:`smoothing_plan` of these points and this kernel, if made already (then
+            ``sigma``, ``k`` and ``spacing`` are not used).
 
     Returns:
         Smoothed scores, same shape as ``scores``. A constant field stays constant.
@@ -68,31 +72,70 @@ def smooth_point_scores(
     n = check_shape(points, "N 3", name="points")["N"]
     if scores.shape[:1] != (n,) or scores.dim() not in (1, 2):
         raise ShapeError(f"scores must have shape ({n},) or ({n}, C), got {tuple(scores.shape)}")
-    if n < 2:
-        return scores.clone()
-    if spacing is None:
-        spacing = point_spacing(points.detach())
-    if sigma is None:
-        sigma = DEFAULT_SIGMA_SPACINGS * spacing
-    if sigma <= 0 or spacing <= 0:
-        return scores.clone()
-    step = min(sigma, PASS_SIGMA_SPACINGS * spacing)
-    passes = min(MAX_PASSES, math.ceil((sigma / step) ** 2 - 1e-9))
+    if plan is None:
+        plan = smoothing_plan(points, sigma=sigma, k=k, spacing=spacing)
+    elif plan.order.shape != (n,):
+        raise ShapeError(f"plan must be made for {n} points, got one for {plan.order.shape[0]}")
     device = scores.device
-    if neighbour_backend(points.device) == "torch":
-        order, idx_t, w_t = _neighbour_weights_torch(points, k, step, spacing)
-        idx_t, w_t, order = idx_t.to(device), w_t.to(device, scores.dtype), order.to(device)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(n, device=device)
-    else:
-        order_np, idx_t, w_t = _neighbour_weights_scipy(points, k, step)
-        idx_t, w_t = idx_t.to(device), w_t.to(device, scores.dtype)
-        order = torch.from_numpy(order_np).to(device)
-        rank = torch.from_numpy(inverse_permutation(order_np)).to(device)
+    order, rank = plan.order.to(device), plan.rank.to(device)
+    idx_t, w_t = plan.index.to(device), plan.weights.to(device, scores.dtype)
     out = scores.reshape(n, -1)[order]
-    for _ in range(passes):  # fused weighted gather-sum, no (N, k, C) temporary
+    for _ in range(plan.passes):  # fused weighted gather-sum, no (N, k, C) temporary
         out = F.embedding_bag(idx_t, out, per_sample_weights=w_t, mode="sum")
     return out[rank].reshape(scores.shape)
+
+
+@dataclass(frozen=True)
+class SmoothingPlan:
+    """What :func:`smooth_point_scores` needs of a cloud besides the scores (its neighbours).
+
+    It depends on the points and the kernel only, so it can be made ahead, e.g. in a loader
+    worker while the previous batch is scored, and applied to any number of score maps.
+
+    Attributes:
+        order, rank: int64 (N,) the Z order of the points and its inverse.
+        index: int32 (N, k) neighbours, in Z order; ``weights`` float64 (N, k) their kernel weights.
+        passes: Rounds of the one-spacing kernel.
+    """
+
+    order: torch.Tensor
+    rank: torch.Tensor
+    index: torch.Tensor
+    weights: torch.Tensor
+    passes: int
+
+
+def smoothing_plan(
+    points: torch.Tensor,
+    *,
+    sigma: float | None = None,
+    k: int = SMOOTH_NEIGHBOURS,
+    spacing: float | None = None,
+) -> SmoothingPlan:
+    """The neighbours and weights :func:`smooth_point_scores` uses (arguments as there).
+
+    Points with a zero spacing or kernel get the identity (one neighbour, itself, weight 1).
+    """
+    n = check_shape(points, "N 3", name="points")["N"]
+    if spacing is None:
+        spacing = point_spacing(points.detach()) if n >= 2 else 0.0
+    if sigma is None:
+        sigma = DEFAULT_SIGMA_SPACINGS * spacing
+    if n < 2 or sigma <= 0 or spacing <= 0:
+        identity = torch.arange(n, device=points.device)
+        return SmoothingPlan(identity, identity, identity.to(torch.int32)[:, None],
+                             torch.ones(n, 1, dtype=torch.float64, device=points.device), 0)  # fmt: skip
+    step = min(sigma, PASS_SIGMA_SPACINGS * spacing)
+    passes = min(MAX_PASSES, math.ceil((sigma / step) ** 2 - 1e-9))
+    if neighbour_backend(points.device) == "torch":
+        order, idx_t, w_t = _neighbour_weights_torch(points, k, step, spacing)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n, device=order.device)
+    else:
+        order_np, idx_t, w_t = _neighbour_weights_scipy(points, k, step)
+        order = torch.from_numpy(order_np)
+        rank = torch.from_numpy(inverse_permutation(order_np))
+    return SmoothingPlan(order, rank, idx_t.to(torch.int32), w_t.to(torch.float64), passes)
 
 
 def _neighbour_weights_scipy(

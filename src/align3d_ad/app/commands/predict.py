@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ... import distributed, profiling
 from ..._atomic import atomic_path, atomic_write_text
-from ...config import DataConfig
+from ...config import Config
 from ...data import PointCloudSample, load_point_cloud
 from ...data.loading import Failed, Loaded, default_workers, prefetch_batches
 from ...data.prepare import PreparedSample, prepare_sample
@@ -92,17 +93,20 @@ class _ReadAndPrepare:
     """Input ``i`` read and prepared (runs in a worker process); a bad input raises."""
 
     clouds: list[Candidate]
-    data: DataConfig
-    seed: int
+    config: Config  #: the detector's
+    device: torch.device  #: the detector's
 
     def __call__(self, index: int) -> PreparedSample:
+        from ...model.detector import plan_ahead
+
         cloud = self.clouds[index]
         if cloud.error is not None:
             raise DatasetFormatError(cloud.path, cloud.error)
         with profiling.stage("read"):
             sample = load_point_cloud(cloud.path, sample_id=str(cloud.path))
         with profiling.stage("prepare"):
-            return prepare_sample(sample, self.data, seed=self.seed)
+            prep = prepare_sample(sample, self.config.data, seed=self.config.seed)
+            return plan_ahead(prep, self.config, self.device)
 
 
 def _score_batch(detector, clouds: list[Candidate], items: list[Loaded],
@@ -219,7 +223,7 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
     rounds = distributed.batch_rounds(len(clouds), batch_size)
     workers = getattr(args, "workers", None)
     loaded = prefetch_batches(  # workers read and prepare the next batches meanwhile
-        _ReadAndPrepare(clouds, detector.config.data, detector.config.seed),
+        _ReadAndPrepare(clouds, detector.config, detector.encoder.device),
         [range(start, stop) for start, stop in mine],
         workers=default_workers() if workers is None else workers,
     )  # fmt: skip
