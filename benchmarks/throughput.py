@@ -66,19 +66,20 @@ def _pass(detector, root: Path, out: Path, args, workers: int, n: int, *, sync: 
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss = _peak_rss_mib()
+    scored = []
     profiling.enable(sync_cuda=sync)
     start = time.perf_counter()
     evaluate_dataset(
         detector, "mvtec3d", root, out_dir=out, categories=args.categories,
         eval_config=EvalConfig(workers=workers, batch_size=args.batch_size),
-        select=lambda refs: refs[:n],
+        select=lambda refs: refs[:n], on_prediction=lambda sample, pred: scored.append(1),
     )  # fmt: skip
     if cuda:
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
     stages = profiling.totals()
     profiling.disable()
-    objects = n * len(args.categories)
+    objects = len(scored)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mib() - rss
     return {"objects": objects, "wall": wall, "stages": stages, "peak": peak}
 

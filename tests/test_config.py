@@ -139,6 +139,8 @@ def test_every_numeric_key_has_a_range():
         ("eval.grid_size=1", "eval.grid_size must be >= 2, got 1"),
         ("eval.max_fpr=0", "eval.max_fpr must lie in (0, 1], got 0.0"),
         ("eval.max_fpr=1.5", "eval.max_fpr must lie in (0, 1], got 1.5"),
+        ("eval.batch_size=0", "eval.batch_size must be >= 1, got 0"),
+        ("eval.workers=-2", "eval.workers must be >= 0, got -2"),
         ("seed=-1", "seed must lie in [0, 4294967295], got -1"),
         ("seed=4294967296", "seed must lie in [0, 4294967295], got 4294967296"),
     ],
@@ -161,6 +163,7 @@ def test_every_ranged_key_is_tested():
      "method.deep_tokens=0", "method.deep_depth=0", "method.scr_lambda=0", "method.smoothing_sigma=0",
      "data.plane_cut_distance=0", "data.max_points=16", "data.max_points=null", "render.image_size=2",
      "render.image_size=4096", "render.splat_radius=0", "eval.max_fpr=1", "eval.grid_size=2",
+     "eval.workers=0", "eval.batch_size=1",
      "seed=0", "seed=4294967295", "backbone.vv_start=null"],
 )  # fmt: skip
 def test_values_at_the_ends_of_the_ranges_are_accepted(override):
