@@ -18,9 +18,9 @@ Two things the plain DataLoader gets wrong for us are handled here:
   once, whatever the multiprocessing start method; grouped reader warnings travel the same way
   (:meth:`~align3d_ad.data.datasets.base.DatasetReader.take_grouped`).
 
-Worker processes run single-threaded torch, and while they run the main process uses at most the
-cores they leave (``torch.set_num_threads``, restored afterwards): an oversubscribed core makes
-every parallel torch operation wait for its descheduled thread.
+Worker processes run single-threaded torch. The main process keeps its threads: workers are busy
+only while they read (they wait once ``PREFETCH_FACTOR`` batches are ready), and capping the main
+process to the cores they leave halved the backbone's speed on 2 cores (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -168,22 +168,6 @@ def prefetch_batches(
                 items = [_Items(load, None)[i] for i in batch]
             yield items
         return
-    # The main process keeps the cores the workers leave: more threads than that would wait at
-    # every parallel region for a thread whose core a worker holds (2-3x slower small ops).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(threads, _cores() - workers)))
-    try:
-        yield from _prefetched(load, batches, workers, grouped)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _prefetched(
-    load: Callable[[int], T],
-    batches: list[list[int]],
-    workers: int,
-    grouped: tuple[Callable[[], dict], Callable[[dict], None]] | None,
-) -> Iterator[list[Loaded[T]]]:
     loader = DataLoader(
         _Items(load, grouped[0] if grouped else None),
         batch_sampler=batches,
