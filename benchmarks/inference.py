@@ -20,13 +20,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from untrained import untrained_detector
 
-from align3d_ad.backbone import BackboneSpec, PromptableTextEncoder, load_backbone
-from align3d_ad.config import load_config
 from align3d_ad.data import get_dataset, prepare_sample
-from align3d_ad.model.checkpoint import make_encoder
-from align3d_ad.model.detector import Detector
-from align3d_ad.model.head import AnomalyHead
 from align3d_ad.render import back_project
 from align3d_ad.synth import generate_dataset
 
@@ -50,13 +46,8 @@ class Clock:
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, float]:
-    config = load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", [
-        f"backbone.model_name={args.backbone}", "backbone.use_cache=false", f"device={args.device}",
-    ])  # fmt: skip
-    backbone = load_backbone(BackboneSpec(model_name=args.backbone, pretrained=None), device=args.device)
-    head = AnomalyHead(PromptableTextEncoder(backbone), backbone.embed_dim, config.method)
-    encoder = make_encoder(config, backbone)
-    detector = Detector(config, encoder, head)
+    detector = untrained_detector(args.backbone, device=args.device)
+    config, encoder, head, backbone = detector.config, detector.encoder, detector.head, detector.backbone
     reader = get_dataset("mvtec3d", root)
     refs = reader.refs(args.category, "test")[: args.samples]
     clock = Clock(backbone.device)

@@ -20,35 +20,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from untrained import untrained_detector
 
-from align3d_ad.backbone import BackboneSpec, PromptableTextEncoder, load_backbone
-from align3d_ad.config import EvalConfig, load_config
+from align3d_ad.backbone import BackboneSpec, load_backbone
+from align3d_ad.config import EvalConfig
 from align3d_ad.evaluate.runner import evaluate_dataset
 from align3d_ad.model.checkpoint import load_parts, make_encoder
 from align3d_ad.model.detector import Detector
-from align3d_ad.model.head import AnomalyHead
 from align3d_ad.synth import generate_dataset
 
 
 def _detector(args: argparse.Namespace, precision: str) -> Detector:
-    if args.checkpoint is not None:
-        config, _, head = load_parts(args.checkpoint, device=args.device, use_cache=False)
-        config = dataclasses.replace(
-            config, backbone=dataclasses.replace(config.backbone, precision=precision,
-                                                 use_cache=False),  # fmt: skip
-        )
-    else:
-        config = load_config(Path(__file__).parents[1] / "configs" / "demo.yaml", [
-            f"backbone.model_name={args.backbone}", "backbone.use_cache=false",
-            f"backbone.precision={precision}",
-        ])  # fmt: skip
-        head = None
-    spec = BackboneSpec(model_name=config.backbone.model_name, pretrained=None,
-                        precision=precision)  # fmt: skip
+    if args.checkpoint is None:
+        torch.manual_seed(0)  # the same untrained head for both precisions
+        return untrained_detector(args.backbone, device=args.device, precision=precision)
+    config, _, head = load_parts(args.checkpoint, device=args.device, use_cache=False)
+    config = dataclasses.replace(
+        config, backbone=dataclasses.replace(config.backbone, precision=precision, use_cache=False)
+    )
+    spec = BackboneSpec(model_name=config.backbone.model_name, pretrained=None, precision=precision)
     backbone = load_backbone(spec, device=args.device)
-    if head is None:
-        torch.manual_seed(0)
-        head = AnomalyHead(PromptableTextEncoder(backbone), backbone.embed_dim, config.method)
     return Detector(config, make_encoder(config, backbone), head)
 
 

@@ -19,14 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from untrained import untrained_detector
 
 import align3d_ad
-from align3d_ad.backbone import BackboneSpec, PromptableTextEncoder, load_backbone
-from align3d_ad.config import load_config
 from align3d_ad.data import PointCloudSample
-from align3d_ad.model.checkpoint import make_encoder
-from align3d_ad.model.detector import Detector
-from align3d_ad.model.head import AnomalyHead
 
 
 def mvtec_sized_scan(size: int = 800) -> PointCloudSample:
@@ -47,12 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = Path(__file__).parents[1]
-    config = load_config(root / "configs" / "demo.yaml", ["backbone.use_cache=false",
-                                                          f"device={args.device}"])  # fmt: skip
-    backbone = load_backbone(BackboneSpec.tiny(), device=args.device)
-    head = AnomalyHead(PromptableTextEncoder(backbone), backbone.embed_dim, config.method)
-    detector = Detector(config, make_encoder(config, backbone), head)
+    detector = untrained_detector(device=args.device)
     sample = mvtec_sized_scan()
     detector.predict(sample)  # warm-up
     times = []

@@ -28,32 +28,16 @@ import time
 from pathlib import Path
 
 import torch
+from untrained import untrained_detector
 
 from align3d_ad import profiling
-from align3d_ad.backbone import BackboneSpec, PromptableTextEncoder, load_backbone
-from align3d_ad.config import EvalConfig, load_config
+from align3d_ad.config import EvalConfig
 from align3d_ad.evaluate.runner import evaluate_dataset
-from align3d_ad.model.checkpoint import make_encoder
-from align3d_ad.model.detector import Detector
-from align3d_ad.model.head import AnomalyHead
 from align3d_ad.synth import generate_dataset
 
 STAGES = ("read", "prepare", "wait", "render", "backbone", "head", "back-project", "smooth",
           "lift", "write")  # fmt: skip
 DEVICE_STAGES = ("render", "backbone", "head", "back-project", "smooth")
-
-
-def _detector(args: argparse.Namespace) -> Detector:
-    config = load_config(Path(__file__).parents[1] / "src/align3d_ad/configs/demo.yaml", [
-        f"backbone.model_name={args.backbone}", "backbone.use_cache=false", f"device={args.device}",
-        f"backbone.batch_size={args.backbone_batch}", f"backbone.precision={args.precision}",
-    ])  # fmt: skip
-    backbone = load_backbone(
-        BackboneSpec(model_name=args.backbone, pretrained=None, precision=args.precision),
-        device=args.device,
-    )
-    head = AnomalyHead(PromptableTextEncoder(backbone), backbone.embed_dim, config.method)
-    return Detector(config, make_encoder(config, backbone), head)
 
 
 def _peak_rss_mib() -> float:
@@ -99,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    detector = _detector(args)
+    detector = untrained_detector(args.backbone, device=args.device, precision=args.precision,
+                                  overrides=[f"backbone.batch_size={args.backbone_batch}"])
     cuda = detector.encoder.device.type == "cuda"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

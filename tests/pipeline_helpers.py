@@ -1,6 +1,8 @@
-"""Helpers shared by the pipeline tests (a module of its own: ``conftest`` names clash)."""
+"""Helpers shared by the tests (a module of its own: ``conftest`` names clash)."""
 
 from __future__ import annotations
+
+import numpy as np
 
 FAST_TRAIN = [
     "train.stage1_epochs=2",
@@ -33,3 +35,12 @@ def stops_at_call(real, n: int = 2):
         return real(*args, **kwargs)
 
     return wrapped
+
+
+def fibonacci_sphere(n: int) -> np.ndarray:
+    """``n`` nearly uniform points on the unit sphere (the Fibonacci lattice), in lattice order."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    r = np.sqrt(1 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], -1)

@@ -20,6 +20,7 @@ from align3d_ad.render import (
     view_preset_from_spec,
 )
 from align3d_ad.render.backproject import FILL_EXACT_SPACINGS
+from pipeline_helpers import fibonacci_sphere
 
 S = 32
 
@@ -165,18 +166,10 @@ def test_hidden_points_near_the_visible_surface_take_their_exact_nearest_neighbo
     np.testing.assert_allclose(weights.numpy(), 1 / 8)
 
 
-def _fibonacci_sphere(n: int) -> np.ndarray:
-    i = np.arange(n) + 0.5
-    z = 1 - 2 * i / n
-    phi = np.pi * (1 + 5**0.5) * i
-    r = np.sqrt(1 - z * z)
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], -1)
-
-
 def test_hidden_points_deep_in_an_unseen_region_take_nearly_nearest_visible_points():
     # A closed sphere seen from one side: its back is hidden, most of it far from the visible
     # half (beyond FILL_EXACT_SPACINGS spacings), where the fill follows the surface.
-    pts = _fibonacci_sphere(6000)[np.random.default_rng(1).permutation(6000)]
+    pts = fibonacci_sphere(6000)[np.random.default_rng(1).permutation(6000)]
     rendering = render_batch(
         [torch.tensor(pts)], view_preset_from_spec([("x", 0)]), RenderSettings(image_size=64)
     )

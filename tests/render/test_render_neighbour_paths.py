@@ -33,6 +33,7 @@ from align3d_ad.render.neighbours import (
 )
 from align3d_ad.render.views import view_preset_from_spec
 from emulated_device import emulated_cuda
+from pipeline_helpers import fibonacci_sphere
 
 
 def _both(fn):
@@ -42,14 +43,6 @@ def _both(fn):
     with neighbours_backend("torch"):
         b = fn()
     return a, b
-
-
-def _fibonacci_sphere(n: int) -> np.ndarray:
-    i = np.arange(n) + 0.5
-    z = 1 - 2 * i / n
-    phi = np.pi * (1 + 5**0.5) * i
-    r = np.sqrt(1 - z * z)
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], -1)
 
 
 def _noisy_surface(n: int, seed: int) -> torch.Tensor:
@@ -120,7 +113,7 @@ def _spy(monkeypatch, module, name):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_hidden_fill_and_back_projection_are_the_same(monkeypatch, dtype):
     """A sphere seen from one side (a large unseen back: the far path runs) and a patch."""
-    sphere = _fibonacci_sphere(5000)[np.random.default_rng(1).permutation(5000)]
+    sphere = fibonacci_sphere(5000)[np.random.default_rng(1).permutation(5000)]
     points = [torch.tensor(sphere, dtype=dtype), _noisy_surface(800, 2).to(dtype)]
     dijkstras, relaxations = _spy(monkeypatch, backproject, "dijkstra"), _spy(
         monkeypatch, fill, "nearest_seeds"
@@ -147,7 +140,7 @@ def test_hidden_fill_and_back_projection_are_the_same(monkeypatch, dtype):
 def test_torch_paths_stay_on_the_emulated_gpu(monkeypatch):
     """Under auto, device tensors take the torch paths: no numpy of them, no copy to the host,
     and the CPU's numbers for the same forced path."""
-    sphere = torch.tensor(_fibonacci_sphere(3000)[np.random.default_rng(3).permutation(3000)])
+    sphere = torch.tensor(fibonacci_sphere(3000)[np.random.default_rng(3).permutation(3000)])
     scores = torch.rand(3000, 2, dtype=torch.float64)
     maps = torch.rand(1, 1, 2, 16, 16, dtype=torch.float64)
     preset, settings = view_preset_from_spec([("x", 0)]), RenderSettings(image_size=48)
@@ -190,7 +183,7 @@ def test_knn_and_the_fill_on_cuda_match_scipy():
     assert dist.device.type == "cuda"
     np.testing.assert_allclose(dist.cpu().numpy(), ref_dist, atol=1e-9, rtol=0)
     np.testing.assert_array_equal(np.sort(idx.cpu().numpy(), 1), np.sort(ref_idx, 1))
-    sphere = torch.tensor(_fibonacci_sphere(5000)[rng.permutation(5000)])
+    sphere = torch.tensor(fibonacci_sphere(5000)[rng.permutation(5000)])
     preset, settings = view_preset_from_spec([("x", 0)]), RenderSettings(image_size=64)
     rendering = render_batch([sphere.cuda()], preset, settings)
     gpu = hidden_neighbours(rendering, 8)  # auto: torch

@@ -51,22 +51,23 @@ def stack_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, V, D) global and (B, V, L, 1+P, D) token float32 tensors of a batch of samples.
 
-    Features already on ``device`` stay there; cached (host, float16) ones are copied as float16
-    (half the bytes; pinned and non-blocking on CUDA) and widened on the device.
+    Features already on ``device`` stay there; cached (host, float16) ones are widened while read
+    on the CPU, or copied as float16 (half the bytes, pinned, non-blocking) to CUDA and widened
+    there.
     """
     device = torch.device(device)
-    g = torch.stack([_on_device(f.global_, device) for f in features])
-    t = torch.stack([_on_device(f.tokens, device) for f in features])
-    return g.float(), t.float()
+    g = torch.stack([_float32_on(f.global_, device) for f in features])
+    t = torch.stack([_float32_on(f.tokens, device) for f in features])
+    return g, t
 
 
-def _on_device(value: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+def _float32_on(value: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
-        return value.to(device)
-    host = torch.from_numpy(np.array(value, copy=True))  # the cache's arrays are read-only maps
-    if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host
+        return value.to(device).float()
+    if device.type != "cuda":  # one pass over the (read-only, memory-mapped) cache array
+        return torch.from_numpy(np.asarray(value, dtype=np.float32))
+    host = torch.from_numpy(np.array(value, copy=True))
+    return host.pin_memory().to(device, non_blocking=True).float()
 
 
 class ViewEncoder:

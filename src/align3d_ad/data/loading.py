@@ -114,9 +114,6 @@ class _Items(Dataset):
         self.load = load
         self.grouped = grouped
 
-    def __len__(self) -> int:  # pragma: no cover - only batch samplers are used
-        raise TypeError("prefetch_batches items have no length")
-
     def __getitem__(self, index: int) -> Loaded:
         try:
             value = self.load(index)

@@ -219,9 +219,7 @@ def evaluate_dataset(
             _score(detector, reader, refs, scores, entries, category, on_prediction, cfg)
         except Align3DError as err:  # other ranks must hear of it before gathering
             failure = str(err)
-        cache = getattr(getattr(detector, "encoder", None), "cache", None)
-        if cache is not None:
-            cache.flush()  # the features this category computed are on disk now
+        detector.encoder.cache.flush()  # the features this category computed are on disk now
         failures = [f for f in distributed.all_gather(failure) if f is not None]
         if failures:
             reader.flush_warnings()

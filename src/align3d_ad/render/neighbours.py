@@ -18,26 +18,8 @@ import torch
 MORTON_BITS = 16
 
 
-def _spread_bits(x: np.ndarray) -> np.ndarray:
-    """Insert two zero bits between the low 16 bits of uint64 ``x`` (bit i -> bit 3 i)."""
-    x = x & np.uint64(0xFFFF)
-    for shift, mask in (
-        (32, 0x1F00000000FFFF),
-        (16, 0x1F0000FF0000FF),
-        (8, 0x100F00F00F00F00F),
-        (4, 0x10C30C30C30C30C3),
-        (2, 0x1249249249249249),
-    ):
-        x = (x | (x << np.uint64(shift))) & np.uint64(mask)
-    return x
-
-
-#: ``_spread_bits`` of every 16-bit value (512 KiB): three table look-ups make a code.
-_SPREAD = torch.from_numpy(_spread_bits(np.arange(2**MORTON_BITS, dtype=np.uint64)).view(np.int64))
-
-
 def _spread_bits_tensor(x: torch.Tensor) -> torch.Tensor:
-    """:func:`_spread_bits` of int64 ``x`` in [0, 2^16) on any device (no table transfer)."""
+    """Insert two zero bits between the bits of int64 ``x`` in [0, 2^16) (bit i -> bit 3 i)."""
     for shift, mask in (
         (32, 0x1F00000000FFFF),
         (16, 0x1F0000FF0000FF),
@@ -47,6 +29,11 @@ def _spread_bits_tensor(x: torch.Tensor) -> torch.Tensor:
     ):
         x = (x | (x << shift)) & mask
     return x
+
+
+#: ``_spread_bits_tensor`` of every 16-bit value (512 KiB): on the CPU, three table look-ups
+#: make a code; other devices compute it (no table transfer).
+_SPREAD = _spread_bits_tensor(torch.arange(2**MORTON_BITS, dtype=torch.int64))
 
 
 def spatial_order_tensor(cloud: torch.Tensor) -> torch.Tensor:
