@@ -14,7 +14,7 @@ import align3d_ad
 PACKAGE = Path(align3d_ad.__file__).parent
 
 #: Modules every room may use: they import nothing but each other.
-FOUNDATION = {"_version", "versions", "errors", "_checks", "_atomic", "config", "device",
+FOUNDATION = {"_version", "versions", "errors", "_checks", "_atomic", "_threads", "config", "device",
               "distributed", "progress", "profiling"}  # fmt: skip
 #: What each room may import besides the foundation (and itself).
 ALLOWED = {

@@ -47,6 +47,10 @@ class ShapeError(Align3DError, ValueError):
     """An array or tensor does not have the shape a function documents."""
 
 
+class WorkerDiedError(Align3DError, RuntimeError):
+    """A loader worker process ended without returning its batch (most often killed for memory)."""
+
+
 __all__ = [
     "Align3DError",
     "CheckpointMismatchError",
@@ -54,4 +58,5 @@ __all__ = [
     "DatasetFormatError",
     "ShapeError",
     "WeightsNotFoundError",
+    "WorkerDiedError",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -194,7 +195,7 @@ def test_with_views_keeps_references_of_the_same_views_and_refuses_others(
 
 
 def test_reference_postprocess_checkpoint_calibrates_with_native_scores_and_says_so(
-    capsys, calibration, trained_run, synth_mvtec, tmp_path
+    capsys, caplog, monkeypatch, calibration, trained_run, synth_mvtec, tmp_path
 ):
     run = tmp_path / "ref_run"
     shutil.copytree(trained_run, run)
@@ -205,7 +206,7 @@ def test_reference_postprocess_checkpoint_calibrates_with_native_scores_and_says
     code, _, err = _run(capsys, "calibrate", "--checkpoint", run, "--normals", normals,
                         "--out", tmp_path / "cal", "--false-alarm-rate", "0.34",
                         quiet=False)  # fmt: skip
-    assert code == 0 and "method.postprocess: reference" in err  # a warning
+    assert code == 0 and err.count("method.postprocess: reference") == 1  # a warning, once
     ours = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     native = json.loads((calibration / "calibration.json").read_text())
     assert ours["postprocess"] == native["postprocess"] == "native"
@@ -215,6 +216,29 @@ def test_reference_postprocess_checkpoint_calibrates_with_native_scores_and_says
     code, _, err = _run(capsys, "predict", "--checkpoint", run, "--calibration", tmp_path / "cal",
                         cloud, "--out", tmp_path / "pred", "--no-report", quiet=False)  # fmt: skip
     assert code == 0 and "native post-processing" in err
+    # the notebook API says it too when references are attached by hand
+    from align3d_ad import Detector
+
+    det = Detector.from_checkpoint(run, device="cpu")
+    caplog.set_level(logging.WARNING, logger="align3d_ad")
+    caplog.clear()
+    det.with_references(None)
+    quiet = det.with_references(det.with_references(None).references, warn=False)
+    assert quiet.references is None and not caplog.records
+    bank = Detector.from_checkpoint(trained_run, device="cpu", calibration=calibration).references
+    few = det.with_references(bank)
+    assert few.references is bank
+    assert [r.getMessage()[:56] for r in caplog.records] == [
+        "this detector has method.postprocess: reference, which h"]
+    caplog.clear()
+    det.with_references(bank, warn=False)
+    assert not caplog.records
+    Detector.from_checkpoint(run, device="cpu", calibration=tmp_path / "cal")
+    assert len(caplog.records) == 1  # loading the calibration says it...
+    caplog.clear()
+    monkeypatch.setattr("align3d_ad.distributed.is_main", lambda: False)
+    Detector.from_checkpoint(run, device="cpu", calibration=tmp_path / "cal")
+    assert not caplog.records  # ...on rank 0 only under torchrun
 
 
 def test_unreadable_calibration_documents_are_named(tmp_path):

@@ -101,6 +101,107 @@ def test_the_main_process_keeps_its_threads():
     assert seen == [before] * 3 and torch.get_num_threads() == before
 
 
+def _blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+
+
+@dataclass(frozen=True)
+class _Threads:
+    """Item i -> (torch threads, BLAS threads) while loading it."""
+
+    def __call__(self, index: int) -> tuple[int, int]:
+        import torch
+
+        return torch.get_num_threads(), _blas_threads()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loading_runs_blas_on_one_thread_and_the_main_process_gets_its_pool_back(workers):
+    # OpenBLAS threads spinning after a load took the cores torch renders on (align3d_ad._threads)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2, user_api="blas"):
+        assert _blas_threads() == 2
+        seen = {unwrap(item) for batch in prefetch_batches(_Threads(), BATCHES, workers=workers)
+                for item in batch}  # fmt: skip
+        torch_threads = 1 if workers else torch.get_num_threads()
+        assert seen == {(torch_threads, 1)}
+        assert _blas_threads() == 2
+
+
+def test_preparing_a_sample_runs_blas_on_one_thread(monkeypatch):
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from align3d_ad.config import DataConfig
+    from align3d_ad.data import PointCloudSample
+    from align3d_ad.data import prepare as prepare_module
+
+    seen = []
+    real = prepare_module._prepare
+    monkeypatch.setattr(prepare_module, "_prepare",
+                        lambda *a: seen.append(_blas_threads()) or real(*a))  # fmt: skip
+    cloud = PointCloudSample.from_points(np.random.default_rng(0).normal(size=(500, 3)))
+    with threadpool_limits(2, user_api="blas"):
+        prep = prepare_module.prepare_sample(cloud, DataConfig())
+        assert seen == [1] and _blas_threads() == 2
+    assert prep.sample.num_points == 500
+
+
 def test_negative_workers_are_refused():
     with pytest.raises(ValueError, match="workers must be >= 0, got -1"):
         list(prefetch_batches(_Load(), BATCHES, workers=-1))
+
+
+@dataclass(frozen=True)
+class _Killed:
+    """Item 4, read in a worker, kills its process the way the OS's out-of-memory killer does."""
+
+    def __call__(self, index: int) -> int:
+        import signal
+
+        if index == 4 and _in_worker():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return index
+
+
+def _in_worker() -> bool:
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None
+
+
+def test_a_killed_worker_is_a_one_line_error_that_names_the_fix():
+    from align3d_ad.errors import WorkerDiedError
+
+    with pytest.raises(WorkerDiedError) as err:
+        list(prefetch_batches(_Killed(), BATCHES, workers=1))
+    message = str(err.value)
+    assert "\n" not in message and "loader worker process died" in message
+    assert "killed by signal" in message or "exited unexpectedly" in message
+    assert "fewer --workers (now 1) or a smaller --batch-size" in message
+
+
+def test_the_command_line_turns_a_late_worker_death_into_one_line(monkeypatch, capsys):
+    # torch's SIGCHLD handler can raise anywhere in this process, e.g. inside the backbone
+    from align3d_ad.app import cli
+
+    def dies(_args):
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+
+    monkeypatch.setattr(cli, "handler", lambda command: dies)
+    assert cli.main(["info"]) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == ("align3d-ad info: error: a loader worker process died (DataLoader worker "
+                   "(pid 4242) is killed by signal: Killed), most likely killed for memory; "
+                   "rerun with fewer --workers or a smaller --batch-size")  # fmt: skip
+
+
+def test_other_runtime_errors_are_not_taken_for_a_dead_worker():
+    from align3d_ad.data.loading import worker_died
+
+    assert worker_died(RuntimeError("CUDA out of memory")) is None
+    assert worker_died(ValueError("DataLoader worker (pid 1) exited unexpectedly")) is None

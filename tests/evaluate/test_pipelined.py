@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -51,3 +53,37 @@ def test_negative_workers_is_a_one_line_config_error(trained_run, synth_mvtec, t
     err = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_USER_ERROR
     assert err[-1].endswith("eval.workers must be >= 0, got -1")
+
+
+def test_one_loader_serves_every_category_in_order(
+    trained_run, synth_mvtec, tmp_path, monkeypatch
+):
+    # the next category's first batch is read while this one finishes (no idle start per category)
+    import align3d_ad.data.loading as loading
+
+    started = []
+    real = loading.DataLoader
+    monkeypatch.setattr(loading, "DataLoader", lambda *a, **k: started.append(1) or real(*a, **k))
+    detector = load_detector(trained_run, device="cpu", use_cache=False)
+    out = {}
+    for workers in (0, 1):
+        seen: list[str] = []
+        metrics = evaluate_dataset(
+            detector, "mvtec3d", synth_mvtec, out_dir=tmp_path / f"w{workers}",
+            categories=["bagel", "dowel"], select=lambda refs: refs[:3],
+            eval_config=EvalConfig(workers=workers, batch_size=2),
+            on_prediction=lambda s, p, seen=seen: seen.append(s.category + "/" + s.sample_id),
+        )  # fmt: skip
+        saved = {c: CategoryScores.load(tmp_path / f"w{workers}" / "scores" / f"{c}.npz")
+                 for c in ("bagel", "dowel")}  # fmt: skip
+        out[workers] = metrics, saved, seen
+    assert started == [1]  # workers=1: one DataLoader for both categories
+    (m0, s0, seen0), (m1, s1, seen1) = out[0], out[1]
+    assert seen0 == seen1 and [s.split("/")[0] for s in seen1] == ["bagel"] * 3 + ["dowel"] * 3
+    assert json.dumps(m0, sort_keys=True) == json.dumps(m1, sort_keys=True)  # NaN == NaN here
+    for category in ("bagel", "dowel"):
+        assert s1[category].sample_ids == s0[category].sample_ids
+        assert [f"{category}/{i}" for i in s1[category].sample_ids] == [
+            s for s in seen1 if s.startswith(category)]
+        for a, b in zip(s0[category].point_scores, s1[category].point_scores):
+            np.testing.assert_array_equal(a, b)

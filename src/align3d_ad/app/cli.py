@@ -84,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         _say(f"{prefix}: error: {err}")
         return EXIT_USER_ERROR
+    except RuntimeError as err:  # a loader worker killed while this process was busy elsewhere
+        from ..data.loading import worker_died
+
+        died = worker_died(err)
+        if died is None:
+            raise
+        _say(f"{prefix}: error: {died}")
+        return EXIT_USER_ERROR
     finally:
         release_all()  # the run folder's lock (docs/runs.md)
         distributed.teardown()

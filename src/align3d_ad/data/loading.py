@@ -18,7 +18,8 @@ Two things the plain DataLoader gets wrong for us are handled here:
   once, whatever the multiprocessing start method; grouped reader warnings travel the same way
   (:meth:`~align3d_ad.data.datasets.base.DatasetReader.take_grouped`).
 
-Worker processes run single-threaded torch. The main process keeps its threads: workers are busy
+Worker processes run single-threaded torch and BLAS; every load runs its BLAS calls on one thread
+(:func:`~align3d_ad._threads.one_blas_thread`). The main process keeps its threads: workers are busy
 only while they read (they wait once ``PREFETCH_FACTOR`` batches are ready), and capping the main
 process to the cores they leave halved the backbone's speed on 2 cores (``benchmarks/README.md``).
 """
@@ -32,10 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import torch
+from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
 
 from .. import profiling
-from ..errors import Align3DError
+from .._threads import one_blas_thread
+from ..errors import Align3DError, WorkerDiedError
 
 T = TypeVar("T")
 #: Most worker processes the default picks.
@@ -55,8 +58,8 @@ def default_workers() -> int:
     """Worker processes by default: the cores beyond two, at most 8 (none on 1-2 cores).
 
     The main process keeps the other cores. On two cores a worker takes one of the two the main
-    process computes on, which costs it as much as the overlap gains (``benchmarks/README.md``,
-    "Throughput": 0.91x the objects/s with the tiny model), so there the default is none.
+    process computes on, which costs it more than the overlap gains (``benchmarks/README.md``,
+    "Throughput": 0.81x the objects/s with the tiny model), so there the default is none.
     """
     return max(0, min(MAX_DEFAULT_WORKERS, _cores() - 2))
 
@@ -96,9 +99,15 @@ _CAPTURE: _Capture | None = None
 
 
 def _init_worker(_: int) -> None:
-    """Single-threaded torch; log records kept for the main process instead of printed here."""
+    """Single-threaded torch and BLAS; log records kept for the main process, not printed here.
+
+    BLAS too: an OpenBLAS pool of one thread per core spins after each call, on the cores the main
+    process computes on; with it, one worker beside a one-thread main process gained 1.05x, without
+    it 1.29x (``benchmarks/README.md``, "Throughput").
+    """
     global _CAPTURE
     torch.set_num_threads(1)
+    threadpool_limits(1)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -116,7 +125,8 @@ class _Items(Dataset):
 
     def __getitem__(self, index: int) -> Loaded:
         try:
-            value = self.load(index)
+            with one_blas_thread():
+                value = self.load(index)
         except (Align3DError, OSError) as err:
             value = Failed(err)
         item = Loaded(index, value)
@@ -176,7 +186,13 @@ def prefetch_batches(
     batches_ = iter(loader)
     while True:
         with profiling.stage("wait"):  # the device idles here for want of data
-            batch = next(batches_, None)
+            try:
+                batch = next(batches_, None)
+            except RuntimeError as err:
+                died = worker_died(err, workers=workers)
+                if died is None:
+                    raise
+                raise died from None
         if batch is None:
             return
         for item in batch:
@@ -187,6 +203,22 @@ def prefetch_batches(
         yield batch
 
 
+def worker_died(err: BaseException, *, workers: int | None = None) -> WorkerDiedError | None:
+    """The one-line error for torch's "DataLoader worker ... exited / is killed" error, else None.
+
+    Torch raises it where the main process waits for a batch, or from its SIGCHLD handler at any
+    point of the main process; the command line turns the latter into the same one-line error.
+    """
+    text = str(err)
+    if not isinstance(err, RuntimeError) or not text.startswith("DataLoader worker"):
+        return None
+    now = "" if workers is None else f" (now {workers})"
+    return WorkerDiedError(
+        f"a loader worker process died ({text.splitlines()[0].rstrip('. ')}), most likely killed "
+        f"for memory; rerun with fewer --workers{now} or a smaller --batch-size"
+    )
+
+
 def unwrap(item: Loaded[T]) -> T:
     """The item's value, or its load error raised again."""
     if isinstance(item.value, Failed):
@@ -194,4 +226,4 @@ def unwrap(item: Loaded[T]) -> T:
     return item.value
 
 
-__all__ = ["Failed", "Loaded", "default_workers", "prefetch_batches", "unwrap"]
+__all__ = ["Failed", "Loaded", "default_workers", "prefetch_batches", "unwrap", "worker_died"]

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .._threads import one_blas_thread
 from ..config import MIN_CLOUD_POINTS, DataConfig
 from ..errors import DatasetFormatError
 from .preprocess import keep_largest_cluster, remove_background_plane
@@ -131,21 +134,25 @@ def _check_renderable(sample: PointCloudSample, where: str) -> None:
             where, f"has {n} valid point{'s' * (n != 1)}; at least {MIN_CLOUD_POINTS} are needed to "
             "score a cloud (fewer render as a few splats and every point gets the same score)",
         )  # fmt: skip
-    pts = sample.points.astype(np.float64)
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    # exact in the points' own dtype; torch's one pass is ~10x numpy's strided axis-0 reductions
+    with warnings.catch_warnings():  # a read-only array is fine: aminmax only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        lo, hi = (v.numpy().astype(np.float64)
+                  for v in torch.aminmax(torch.from_numpy(sample.points), dim=0))  # fmt: skip
     extent = float((hi - lo).max())
     if extent == 0:
         raise DatasetFormatError(
             where, f"all {n} points are the same point ({', '.join(f'{v:.6g}' for v in lo)}); "
             "a cloud with no extent cannot be rendered or scored",
         )  # fmt: skip
-    step = float(np.spacing(np.float32(np.abs(pts).max())))
+    reach = float(np.maximum(np.abs(lo), np.abs(hi)).max())
+    step = float(np.spacing(np.float32(reach)))
     if extent / step < MIN_FLOAT32_STEPS:
         logger.warning(
             "%s: coordinates reach %.3g but the cloud spans only %.3g, so float32 points keep "
             "%d steps across it and its shape is rounded; centre the cloud before saving it "
             "(scores then do not depend on the offset)",
-            where, float(np.abs(pts).max()), extent, int(extent / step),
+            where, reach, extent, int(extent / step),
         )  # fmt: skip
 
 
@@ -156,10 +163,16 @@ def prepare_sample(sample: PointCloudSample, config: DataConfig, *, seed: int = 
         DatasetFormatError: naming the sample's file, when it has NaN/inf points, fewer than
             :data:`~align3d_ad.config.MIN_CLOUD_POINTS` points, or all its points coincide.
     """
+    with one_blas_thread():
+        return _prepare(sample, config, seed)
+
+
+def _prepare(sample: PointCloudSample, config: DataConfig, seed: int) -> PreparedSample:
     where = _where(sample)
     if sample.num_points == 0:
         raise DatasetFormatError(where, "point cloud has no valid points")
-    bad = int((~np.isfinite(sample.points).all(axis=1)).sum())
+    finite = np.isfinite(sample.points).all()  # one flat pass; rows counted only when needed
+    bad = 0 if finite else int((~np.isfinite(sample.points).all(axis=1)).sum())
     if bad:
         raise DatasetFormatError(
             where, f"{bad} of {sample.num_points} points are NaN or inf; drop them first "

@@ -152,7 +152,7 @@ def fewshot_protocol(
             folder = out_dir / draw_folder(shots, draw)
             sub = EvaluationPlan(reader, plan.split, {category: refs}, {})
             result = evaluate_dataset(
-                detector.with_references(bank, cal), dataset, root, out_dir=folder,
+                detector.with_references(bank, cal, warn=False), dataset, root, out_dir=folder,
                 eval_config=eval_config, plan=sub,
             )[category]  # fmt: skip
             entry = {"references": [r.sample_id for r in chosen], **result}

@@ -10,9 +10,10 @@ run before the first sample is scored. A category that still fails while being s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from .. import distributed, profiling
 from ..config import Config, EvalConfig
 from ..data import DatasetReader, PointCloudSample, SampleRef, get_dataset
-from ..data.loading import default_workers, prefetch_batches, unwrap
+from ..data.loading import Loaded, default_workers, prefetch_batches, unwrap
 from ..data.prepare import PreparedSample, prepare_sample
 from ..errors import Align3DError, ConfigError, DatasetFormatError
 from ..model.detector import plan_ahead
@@ -211,12 +212,13 @@ def evaluate_dataset(
     reader = plan.reader
     scores_dir = Path(out_dir) / "scores"
     results = EvaluationResults(skipped=plan.skipped)
-    for category, refs in plan.refs.items():
+    loaded = _prefetch(detector, reader, plan.refs, cfg)  # one loader: no idle category starts
+    for category in plan.refs:
         scores = CategoryScores(category, grid_size=cfg.grid_size)
         entries: list[tuple[int, SampleScores]] = []
         failure = None
         try:
-            _score(detector, reader, refs, scores, entries, category, on_prediction, cfg)
+            _score(detector, loaded[category], scores, entries, category, on_prediction)
         except Align3DError as err:  # other ranks must hear of it before gathering
             failure = str(err)
         detector.encoder.cache.flush()  # the features this category computed are on disk now
@@ -239,10 +241,10 @@ def evaluate_dataset(
 
 @dataclass(frozen=True)
 class _ReadAndPrepare:
-    """Item ``i`` of a category: ``refs[i]`` read, prepared and planned (runs in a worker)."""
+    """Item ``i`` of the test: ``refs[i]`` read, prepared and planned (runs in a worker)."""
 
     reader: DatasetReader
-    refs: list[SampleRef]
+    refs: list[SampleRef]  #: every category's, one after the other
     config: Config  #: the detector's
     device: torch.device  #: the detector's
 
@@ -254,24 +256,51 @@ class _ReadAndPrepare:
             return plan_ahead(prep, self.config, self.device)
 
 
+@dataclass
+class _CategoryBatches:
+    """This rank's batches of one category, as they come from the shared loader."""
+
+    batches: Iterator[list[Loaded]]  #: shared by every category, in order
+    count: int  #: how many of them are this category's
+    first: int  #: index of the category's first item in the loader's list
+
+    def __iter__(self) -> Iterator[list[Loaded]]:
+        for batch in itertools.islice(self.batches, self.count):
+            for item in batch:
+                item.index -= self.first  # the index within the category
+            yield batch
+
+
+def _prefetch(
+    detector: Any, reader: DatasetReader, refs: dict[str, list[SampleRef]], cfg: EvalConfig
+) -> dict[str, _CategoryBatches]:
+    """Every category's batches from one loader: workers read the next category's first batch
+    while this one's last batches are scored and its metrics computed."""
+    flat: list[SampleRef] = []
+    ranges: list[range] = []
+    counts: dict[str, tuple[int, int]] = {}
+    for category, category_refs in refs.items():
+        first = len(flat)
+        mine = distributed.my_batches(len(category_refs), cfg.batch_size)  # all in one process
+        ranges += [range(first + start, first + stop) for start, stop in mine]
+        counts[category] = (len(mine), first)
+        flat += category_refs
+    load = _ReadAndPrepare(reader, flat, detector.config, detector.encoder.device)
+    batches = prefetch_batches(load, ranges, workers=eval_workers(cfg),
+                               grouped=(reader.take_grouped, reader.add_grouped))  # fmt: skip
+    return {c: _CategoryBatches(batches, n, first) for c, (n, first) in counts.items()}
+
+
 def _score(
     detector: Any,
-    reader: DatasetReader,
-    refs: list[SampleRef],
+    batches: _CategoryBatches,
     scores: CategoryScores,
     entries: list[tuple[int, SampleScores]],
     category: str,
     on_prediction: OnPrediction | None,
-    cfg: EvalConfig,
 ) -> None:
-    """Score this rank's batches of ``refs`` into ``entries``; workers read the next ones."""
-    mine = distributed.my_batches(len(refs), cfg.batch_size)  # all of them in one process
-    load = _ReadAndPrepare(reader, refs, detector.config, detector.encoder.device)
-    batches = prefetch_batches(
-        load, [range(start, stop) for start, stop in mine], workers=eval_workers(cfg),
-        grouped=(reader.take_grouped, reader.add_grouped),
-    )  # fmt: skip
-    for items in progress(batches, desc=category, total=len(mine)):
+    """Score this rank's batches of a category into ``entries``; workers read the next ones."""
+    for items in progress(batches, desc=category, total=batches.count):
         prepared = [unwrap(item) for item in items]
         for item, prep, pred in zip(items, prepared, detector.predict_prepared(prepared)):
             with profiling.stage("write"):

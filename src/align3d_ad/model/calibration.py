@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed
 from ..backbone.encode import ViewEncoder
 from ..data.prepare import PreparedSample
 from ..errors import CheckpointMismatchError, ConfigError
@@ -212,7 +213,7 @@ def load_calibration(
     check_calibration(cal, folder, checkpoint=checkpoint, encoder=encoder)
     method = read_checkpoint(checkpoint)["config"].get("method") or {}
     note = postprocess_note(str(method.get("postprocess", NATIVE)), checkpoint)
-    if note:
+    if note and distributed.is_main():  # the same for every rank: said once
         logger.warning("%s", note)
     bank = ReferenceBank.load(folder / BANK_FILE)
     if bank.hashes != [r.get("content_hash") for r in cal.references]:
@@ -274,7 +275,7 @@ def fit_scales(
         s_z = max(float(zero.std()), 1e-6)
         bank.scales = (s_z, s_z)
         return bank, [p.object_score for p in preds], [p.point_scores[p.foreground] for p in preds]
-    det = detector.with_references(bank)
+    det = detector.with_references(bank, warn=False)
     preds = _predictions(det, references, exclude=list(range(len(references))))
     zero = [p.branch_point_scores[ZERO_SHOT][p.foreground] for p in preds]
     few = [p.branch_point_scores[FEWSHOT][p.foreground] for p in preds]
@@ -323,7 +324,7 @@ def calibrate(
     names = list(names) if names is not None else [p.original.sample_id for p in references]
     bank = build_bank(detector, references, max_tokens=max_tokens)
     bank, objs, points = fit_scales(detector, bank, references)
-    det = detector.with_references(bank)
+    det = detector.with_references(bank, warn=False)
     normal_points = np.concatenate(points) if points else np.zeros(0)
     warnings_: list[str] = []
     obj_t = rate_threshold(objs, rate)

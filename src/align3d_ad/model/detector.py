@@ -123,9 +123,24 @@ class Detector:
         return self.encoder.backbone
 
     def with_references(
-        self, references: ReferenceBank | None, calibration: Calibration | None = None
+        self,
+        references: ReferenceBank | None,
+        calibration: Calibration | None = None,
+        *,
+        warn: bool = True,
     ) -> Detector:
-        """The same detector with few-shot references (and thresholds), or zero-shot (None)."""
+        """The same detector with few-shot references (and thresholds), or zero-shot (None).
+
+        With references, a ``method.postprocess: reference`` detector scores with the native
+        post-processing (the reference style has no few-shot maps); that is logged as a warning
+        unless ``warn`` is False (for callers that record it themselves).
+        """
+        if references is not None and warn:
+            from .calibration import postprocess_note
+
+            note = postprocess_note(self.config.method.postprocess)
+            if note:
+                logger.warning("%s", note.replace("the checkpoint", "this detector", 1))
         return Detector(
             self.config, self.encoder, self.head, references=references, calibration=calibration
         )

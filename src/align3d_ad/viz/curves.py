@@ -166,7 +166,8 @@ def histogram_figure(cs: CurveSet, level: str, threshold: float | None = None) -
     layout = {"title": {"text": f"{cs.label}: {level} scores{note}", "font": {"size": 13}},
               "barmode": "overlay", "height": 260, "shapes": _threshold_shape(threshold),
               "margin": {"l": 45, "r": 10, "t": 35, "b": 35},
-              "xaxis": {"title": {"text": f"{level} score"}}, "yaxis": {"title": {"text": "fraction"}},
+              # no x-axis title: the panel's title names the scores, and the legend sits there
+              "yaxis": {"title": {"text": "fraction"}},
               "legend": {"font": {"size": 10}, "orientation": "h", "y": -0.25}}  # fmt: skip
     return {"data": data, "layout": layout}
 
