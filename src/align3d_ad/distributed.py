@@ -59,6 +59,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0")) if active() or launched() else 0
 
 
+def local_world_size() -> int:
+    """How many processes of the run share this machine (torchrun's ``LOCAL_WORLD_SIZE``)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if active() or launched() else 1
+
+
 def is_main() -> bool:
     """Rank 0: the process that writes outputs and prints results."""
     return rank() == 0

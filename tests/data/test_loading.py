@@ -93,6 +93,14 @@ def test_default_workers_leaves_two_cores_for_the_main_process(monkeypatch):
         assert default_workers() == workers
 
 
+def test_torchrun_processes_of_one_machine_share_its_cores(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")  # launched by torchrun: 4 ranks on this machine
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    for cores, workers in [(2, 0), (16, 2), (64, 8), (40, 8), (12, 1)]:
+        monkeypatch.setattr("align3d_ad.data.loading._cores", lambda cores=cores: cores)
+        assert default_workers() == workers
+
+
 def test_the_main_process_keeps_its_threads():
     import torch
 
