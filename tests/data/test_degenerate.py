@@ -72,15 +72,59 @@ def test_a_background_cut_that_leaves_too_few_points_keeps_the_whole_scan():
     assert prep.sample.num_points == 1600
 
 
-def test_coordinates_far_from_the_origin_warn(caplog):
-    near = _blob(400).astype(np.float64)
+def test_float32_coordinates_far_from_the_origin_warn(caplog):
+    near = _blob(400)
     with caplog.at_level(logging.WARNING, logger="align3d_ad.data.prepare"):
         prepare_sample(PointCloudSample(near, source=SOURCE), DataConfig())
         assert not caplog.records
-        prepare_sample(PointCloudSample(near + 1e4, source=SOURCE), DataConfig())
+        prepare_sample(PointCloudSample(near + np.float32(1e4), source=SOURCE), DataConfig())
     (record,) = caplog.records
     assert record.getMessage().startswith(f"{SOURCE}: coordinates reach 1e+04 but the cloud spans")
     assert "centre the cloud before saving it" in record.getMessage()
+
+
+def test_float64_coordinates_far_from_the_origin_keep_their_detail(caplog):
+    """A float64 scan in a far frame (a map, a plant) is stored relative to an origin."""
+    near = _blob(400).astype(np.float64)  # a part ~10 cm across
+    far = near + np.array([512_345.678, 6_123_456.789, 312.5])  # e.g. UTM metres
+    sample = PointCloudSample(far, source=SOURCE)
+    assert sample.origin is not None and sample.points.dtype == np.float32
+    np.testing.assert_allclose(sample.coordinates(), far, rtol=0, atol=1e-8)  # float32 of 0.1 m
+    lost = far.astype(np.float32).astype(np.float64)  # what a float32 cast would keep
+    assert np.abs(lost - far).max() > 0.1  # decimetres gone: the shape would be noise
+    spread = near - near.mean(axis=0)
+    kept = sample.points - sample.points.mean(axis=0)
+    np.testing.assert_allclose(kept, spread, atol=1e-8)  # the shape is the same
+    with caplog.at_level(logging.WARNING, logger="align3d_ad.data.prepare"):
+        prep = prepare_sample(sample, DataConfig())
+    assert not caplog.records and prep.original.origin is sample.origin
+    # near the origin, or float32 already: no origin
+    assert PointCloudSample(near).origin is None
+    assert PointCloudSample(far.astype(np.float32)).origin is None
+
+
+def test_a_far_float64_file_comes_back_with_its_coordinates(tmp_path):
+    from align3d_ad.data import read_ply, write_ply
+    from align3d_ad.viz.ply import save_scored_ply
+
+    far = _blob(300).astype(np.float64) + np.array([7.5e5, -4.25e6, 1.0e3])
+    for name in ("cloud.ply", "cloud.npy", "cloud.xyz"):
+        path = tmp_path / name
+        if name.endswith(".ply"):
+            write_ply(path, far)
+            assert b"property double x" in path.read_bytes()[:200]
+        elif name.endswith(".npy"):
+            np.save(path, far)
+        else:
+            np.savetxt(path, far, fmt="%.17g")
+        sample = load_point_cloud(path)
+        assert sample.origin is not None, name
+        np.testing.assert_allclose(sample.coordinates(), far, rtol=0, atol=1e-8)
+        scored = save_scored_ply(tmp_path / f"scored_{name}.ply", sample, np.zeros(300))
+        back = read_ply(scored)
+        again = np.stack([back[a] for a in "xyz"], axis=1)
+        assert again.dtype == np.float64
+        np.testing.assert_allclose(again, far, rtol=0, atol=1e-8)
 
 
 def test_huge_and_tiny_units_are_scored_not_refused():

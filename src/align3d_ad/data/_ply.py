@@ -268,7 +268,7 @@ def encode_ply(points, *, colors=None, fields=None, binary: bool = True) -> byte
     """Encode a point cloud as a PLY file with one ``vertex`` element.
 
     Args:
-        points: (N, 3) coordinates, written as ``float x y z``.
+        points: (N, 3) coordinates, written as ``float x y z`` (``double`` when float64).
         colors: (N, 3) uint8, or float in [0, 1] (rounded to 0..255); ``uchar red green blue``.
         fields: Extra name -> (N,) arrays; bool -> ``uchar``, ints <= 32 bit kept, others ``float``.
         binary: ``binary_little_endian`` when True, else ``ascii``.
@@ -279,7 +279,10 @@ def encode_ply(points, *, colors=None, fields=None, binary: bool = True) -> byte
     columns = point_columns(points, fields, scalar_only=True)
     n = columns["x"].shape[0]
     for name, values in columns.items():
-        columns[name] = values.astype(np.float32) if name in ("x", "y", "z") else _ply_type(values)
+        if name in ("x", "y", "z"):
+            columns[name] = values if values.dtype == np.float64 else values.astype(np.float32)
+        else:
+            columns[name] = _ply_type(values)
     if colors is not None:
         colors = np.asarray(colors)
         check_shape(colors, f"{n} 3", name="colors")

@@ -182,7 +182,7 @@ def write_ply(
 
     Args:
         path: Target ``.ply`` file.
-        points: (N, 3) coordinates, written as ``float x y z``.
+        points: (N, 3) coordinates, written as ``float x y z`` (``double`` when float64).
         colors: (N, 3) float in [0, 1] (rounded to 0..255) or uint8, written as
             ``uchar red green blue``.
         fields: Extra scalar properties, name -> (N,) array (e.g. ``anomaly_score``); floats and
@@ -197,7 +197,9 @@ def write_ply(
 # Text and images
 
 
-def read_xyz_txt(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+def read_xyz_txt(
+    path: str | Path, *, dtype: type = np.float32
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a text point cloud, one point per line: ``x y z`` or ``x y z label``.
 
     Values may be separated by spaces, tabs or commas (Real3D-AD gt uses spaces,
@@ -205,9 +207,10 @@ def read_xyz_txt(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     Args:
         path: ``.txt``/``.xyz`` file.
+        dtype: Of the points (the text is parsed as float64).
 
     Returns:
-        float32 (N, 3) points and bool (N,) labels (value > 0.5) or None for 3 columns.
+        (N, 3) points of ``dtype`` and bool (N,) labels (value > 0.5) or None for 3 columns.
 
     Raises:
         DatasetFormatError: Missing/empty file, non-numeric text, ragged lines, wrong column count.
@@ -225,7 +228,7 @@ def read_xyz_txt(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
             f"got {table.shape[1]}",
         )
     labels = table[:, 3] > LABEL_THRESHOLD if table.shape[1] == 4 else None
-    return table[:, :3].astype(np.float32), labels
+    return table[:, :3].astype(dtype), labels
 
 
 def read_npy(path: str | Path) -> np.ndarray:

@@ -15,6 +15,10 @@ Conventions of :func:`load_point_cloud`:
   so :meth:`~PointCloudSample.to_rows` gives one value per row of the file (NaN where dropped).
 * Organised sources (TIFF, (H, W, 3) arrays, PCD with HEIGHT > 1) keep ``grid_shape`` and
   ``grid_index`` (row-major, ``row * W + col``), so scores can be scattered back onto the grid.
+* Points are float32. Float64 coordinates (PLY ``double``, PCD ``F 8``, float64 ``.npy``/``.npz``,
+  text) far from 0 for the cloud's size, which float32 would round coarsely (a scan in a map's or
+  a plant's frame), are stored relative to ``sample.origin`` (float64) instead, their detail
+  kept; :meth:`~PointCloudSample.coordinates` gives them back and scored PLY files carry them.
 * Colours become float32 in [0, 1]: uint8/0..255 values are divided by 255, uint16 by 65535.
 * A per-point ``label`` field/column marks anomalous points where its value is > 0.5.
 * Other per-point PLY/PCD fields are kept in ``sample.meta["fields"]`` (filtered like the points).
@@ -119,7 +123,13 @@ def _build_sample(
 
 def _xyz_from_fields(fields: dict[str, np.ndarray]) -> np.ndarray:
     """Stack the x, y, z fields of a PLY/PCD dict (their parsers check they exist) to (N, 3)."""
-    return np.stack([fields[a].reshape(-1) for a in ("x", "y", "z")], axis=1).astype(np.float32)
+    return _coordinates(np.stack([fields[a].reshape(-1) for a in ("x", "y", "z")], axis=1))
+
+
+def _coordinates(xyz: np.ndarray) -> np.ndarray:
+    """float64 coordinates stay float64 (the sample keeps their detail with an origin), others
+    become float32."""
+    return xyz if xyz.dtype == np.float64 else xyz.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,11 +145,11 @@ def _load_npy(path: Path, fields: dict) -> PointCloudSample:
         flat = array.reshape(h * w, -1)
         colors = flat[:, 3:6] if flat.shape[1] >= 6 else None
         return _build_sample(
-            path, flat[:, :3].astype(np.float32), colors=colors, grid_shape=(h, w), fields=fields
+            path, _coordinates(flat[:, :3]), colors=colors, grid_shape=(h, w), fields=fields
         )
     if array.ndim == 2 and (array.shape[1] == 3 or array.shape[1] >= 6):
         colors = array[:, 3:6] if array.shape[1] >= 6 else None
-        return _build_sample(path, array[:, :3].astype(np.float32), colors=colors, fields=fields)
+        return _build_sample(path, _coordinates(array[:, :3]), colors=colors, fields=fields)
     raise DatasetFormatError(
         path, f".npy must have shape (N, 3), (N, >=6) xyz+rgb or (H, W, 3), got {array.shape}"
     )
@@ -170,7 +180,7 @@ def _load_npz(path: Path, fields: dict) -> PointCloudSample:
         raise DatasetFormatError(path, f".npz arrays must match '{key}': {exc}") from None
     return _build_sample(
         path,
-        xyz.reshape(m, 3).astype(np.float32),
+        _coordinates(xyz.reshape(m, 3)),
         colors=colors,
         labels=None if labels is None else labels > LABEL_THRESHOLD,
         grid_shape=xyz.shape[:2] if xyz.ndim == 3 else None,
@@ -207,7 +217,7 @@ def _load_ply(path: Path, fields: dict) -> PointCloudSample:
 
 
 def _load_txt(path: Path, fields: dict) -> PointCloudSample:
-    xyz, labels = read_xyz_txt(path)
+    xyz, labels = read_xyz_txt(path, dtype=np.float64)  # text may hold more than float32 keeps
     return _build_sample(path, xyz, labels=labels, fields=fields)
 
 

@@ -91,7 +91,7 @@ def eyecandies_background_keep(sample: PointCloudSample, size: int) -> np.ndarra
             where, f"belt anchor cell (row, column) {missing} of the {h} x {w} grid has no point; "
             "the reference background rule levels the belt through it",
         )  # fmt: skip
-    pts = sample.points.astype(np.float64)
+    pts = np.asarray(sample.coordinates(), dtype=np.float64)  # the box is in absolute coordinates
     try:
         levelled = level_belt(pts, pts[rows[0]], pts[rows[1]])
     except ValueError as err:

@@ -26,14 +26,40 @@ def valid_point_mask(xyz: np.ndarray, *, zero_is_missing: bool = True) -> np.nda
     return finite & (xyz != 0).any(axis=-1)
 
 
+#: Float64 coordinates are shifted by an origin (see :class:`PointCloudSample`) when float32
+#: would keep fewer steps than this across the cloud (a centred cloud keeps about 2**24; a 20 cm
+#: part 2 m from the camera 2**19, kept as it is).
+FLOAT32_SHIFT_STEPS = 2**16
+
+
+def float32_origin(points: np.ndarray) -> np.ndarray | None:
+    """The float64 (3,) origin that keeps float64 ``points``' detail in float32, or None.
+
+    None for other dtypes and for clouds float32 resolves to :data:`FLOAT32_SHIFT_STEPS` steps
+    or more; else the centre of their bounding box.
+    """
+    points = np.asarray(points)
+    if points.dtype != np.float64 or points.ndim != 2 or points.shape[-1] != 3:
+        return None
+    finite = points if np.isfinite(points).all() else points[np.isfinite(points).all(axis=1)]
+    if not len(finite):
+        return None
+    lo, hi = finite.min(axis=0), finite.max(axis=0)
+    extent = float((hi - lo).max())
+    step = float(np.spacing(np.float32(np.abs(finite).max())))
+    if extent == 0 or extent / step >= FLOAT32_SHIFT_STEPS:
+        return None
+    return (lo + hi) / 2
+
+
 @dataclass
 class PointCloudSample:
     """One point cloud, optionally with colours, labels and its organised grid.
 
     Attributes:
-        points: float32 (N, 3) coordinates; never contains NaN or inf when built with
-            :meth:`from_grid` or :meth:`from_points` (nor, from a grid, the all-zero missing
-            marker).
+        points: float32 (N, 3) coordinates, relative to ``origin`` when it is set; never
+            contains NaN or inf when built with :meth:`from_grid` or :meth:`from_points` (nor,
+            from a grid, the all-zero missing marker).
         colors: float32 (N, 3) in [0, 1], or None.
         point_labels: bool (N,), True for anomalous points, or None when unknown.
         label: 1 anomalous, 0 normal, None unknown.
@@ -47,6 +73,11 @@ class PointCloudSample:
             included, or None when unknown.
         source_index: int64 (N,) the source row of every point (for grids: ``grid_index``), or
             None; with ``source_rows``, :meth:`to_rows` maps values back to the source.
+        origin: float64 (3,) offset of ``points``, or None (``points`` are the coordinates).
+            Set when float64 coordinates are given that float32 would round coarsely (far from
+            0 for the cloud's size, e.g. a scan in a plant's or a map's frame): ``points`` then
+            hold ``coordinates - origin`` in float32, with the detail kept, and
+            :meth:`coordinates` gives the float64 coordinates back. Scores do not depend on it.
     """
 
     points: np.ndarray
@@ -62,8 +93,15 @@ class PointCloudSample:
     meta: dict = field(default_factory=dict)
     source_rows: int | None = None
     source_index: np.ndarray | None = None
+    origin: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.origin is None:
+            self.origin = float32_origin(self.points)
+            if self.origin is not None:
+                self.points = np.asarray(self.points, dtype=np.float64) - self.origin
+        else:
+            self.origin = np.asarray(self.origin, dtype=np.float64).reshape(3)
         self.points = np.ascontiguousarray(self.points, dtype=np.float32)
         n = check_shape(self.points, "N 3", name="points")["N"]
         if self.colors is not None:
@@ -186,6 +224,12 @@ class PointCloudSample:
         out = np.full((self.source_rows, *values.shape[1:]), fill, dtype=dtype)
         out[self.source_index] = values
         return out
+
+    def coordinates(self) -> np.ndarray:
+        """The points' coordinates: ``points + origin`` in float64, or ``points`` without origin."""
+        if self.origin is None:
+            return self.points
+        return self.points.astype(np.float64) + self.origin
 
     def content_hash(self) -> str:
         """Hash of the geometry and colours (the feature cache key of this sample)."""

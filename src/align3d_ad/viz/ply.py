@@ -31,7 +31,8 @@ def save_scored_ply(
 
     Args:
         path: Target ``.ply``.
-        sample: The cloud (its ``points``; ``colors`` when ``colors="sample"``).
+        sample: The cloud (its :meth:`~align3d_ad.data.PointCloudSample.coordinates`, as double
+            when it has an origin; ``colors`` when ``colors="sample"``).
         scores: (N,) per-point anomaly scores (array or tensor).
         labels: (N,) bool ground truth; default ``sample.point_labels``; the ``label`` property is
             written when either is known.
@@ -72,5 +73,6 @@ def save_scored_ply(
         if np.shape(values) != (n,):
             raise ShapeError(f"{name} must have shape ({n},), got {np.shape(values)}")
         fields[name] = np.asarray(values)
-    write_ply(path, sample.points, colors=np.clip(rgb, 0.0, 1.0), fields=fields)
+    # the file's own coordinates: float64 with the origin added back when the sample has one
+    write_ply(path, sample.coordinates(), colors=np.clip(rgb, 0.0, 1.0), fields=fields)
     return Path(path)
