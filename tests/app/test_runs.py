@@ -107,6 +107,15 @@ def test_try_lock_reports_the_live_holder_and_this_process_holds_once(tmp_path):
     assert not (tmp_path / LOCK_FILE).exists()
 
 
+def test_a_command_run_from_a_notebook_leaves_the_notebook_s_locks_held(tmp_path, capsys):
+    mine = try_lock(tmp_path)  # e.g. a notebook writing into a folder of its own
+    assert main(["synth", "--format", "mvtec3d", "--categories", "cookie", "--small",
+                 "--out", str(tmp_path / "data")]) == 0  # fmt: skip
+    assert held_lock(tmp_path) is mine and mine.held and (tmp_path / LOCK_FILE).exists()
+    release_all()
+    assert not mine.held and not (tmp_path / LOCK_FILE).exists()
+
+
 def test_a_second_writer_is_refused_or_sent_elsewhere(capsys, trained_run, synth_mvtec,
                                                       feature_cache, tmp_path):  # fmt: skip
     run = tmp_path / "run"

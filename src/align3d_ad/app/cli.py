@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ..errors import Align3DError
 from .commands import DISTRIBUTED_COMMANDS, handler
 from .parser import build_parser
-from .runlock import release_all
+from .runlock import held_folders, release_all
 
 log = logging.getLogger("align3d_ad")
 
@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .. import distributed
 
     prefix = f"align3d-ad {args.command}"
+    held_before = held_folders()  # a notebook's own locks outlive the command
     try:
         if args.command in DISTRIBUTED_COMMANDS:
             distributed.setup(args.device)
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"{prefix}: error: {died}")
         return EXIT_USER_ERROR
     finally:
-        release_all()  # the run folder's lock (docs/runs.md)
+        release_all(keep=held_before)  # the run folder's lock (docs/runs.md)
         distributed.teardown()
 
 

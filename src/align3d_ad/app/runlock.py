@@ -156,10 +156,20 @@ def held_lock(folder: str | Path) -> RunLock | None:
     return _held.get(_key(Path(folder)))
 
 
-def release_all() -> None:
-    """Release every run-folder lock this process holds (the end of a command, or exit)."""
-    for lock in list(_held.values()):
-        lock.release()
+def release_all(*, keep: frozenset[Path] = frozenset()) -> None:
+    """Release every run-folder lock this process holds (the end of a command, or exit).
+
+    ``keep``: folders (as :func:`held_folders` gives them) whose locks stay held, e.g. the ones a
+    notebook held before it ran a command through :func:`align3d_ad.app.cli.main`.
+    """
+    for key, lock in list(_held.items()):
+        if key not in keep:
+            lock.release()
+
+
+def held_folders() -> frozenset[Path]:
+    """The folders whose locks this process holds now."""
+    return frozenset(key for key, lock in _held.items() if lock.held)
 
 
 atexit.register(release_all)
