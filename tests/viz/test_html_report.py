@@ -113,7 +113,12 @@ def test_curves_match_scikit_learn_and_histograms_are_fractions():
     fpr, tpr, _ = roc_curve([0, 0, 1, 1, 1], [0.1, 0.4, 0.35, 0.8, 0.9])
     np.testing.assert_allclose(roc["x"], fpr, atol=1e-5)
     np.testing.assert_allclose(roc["y"], tpr, atol=1e-5)
-    assert figures["Precision-recall: points (foreground)"]["data"][0]["name"] == "cookie"
+    curve, chance, legend = figures["Precision-recall: points (foreground)"]["data"]
+    assert curve["name"] == "cookie" and chance["legendgroup"] == "cookie"
+    share = np.concatenate(_category().point_labels).mean()  # the anomalous share of the points
+    assert chance["y"] == [pytest.approx(share, abs=1e-5)] * 2 and chance["x"] == [0, 1]
+    assert chance["line"]["color"] == curve["line"]["color"] and legend["name"] == "chance"
+    assert "(60.0% anomalous)" in figures["Precision-recall: samples"]["data"][1]["name"]
     hist = histogram_figure(cs, "point", threshold=0.75)
     for trace in hist["data"]:
         assert sum(trace["y"]) == pytest.approx(1.0, abs=1e-4)

@@ -87,9 +87,18 @@ def _defined(labels: np.ndarray) -> bool:
     return labels.size > 0 and labels.any() and not labels.all()
 
 
+#: Colours of the categories' curves, in order (plotly's default colour way), so that a PR
+#: panel's chance line has its curve's colour.
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+
+
 def _curve_traces(sets: Sequence[CurveSet], level: str, kind: str) -> list[dict]:
+    """One line per category (those with both classes); PR panels also get each category's
+    chance level, its anomalous share, dotted in its colour (toggled with it in the legend)."""
     traces = []
-    for cs in sets:
+    for i, cs in enumerate(sets):
+        colour = COLOURS[i % len(COLOURS)]
         y, s = (cs.object_labels, cs.object_scores) if level == "object" else (cs.point_labels, cs.point_scores)
         finite = np.isfinite(s)
         y, s = y[finite], s[finite]
@@ -104,7 +113,14 @@ def _curve_traces(sets: Sequence[CurveSet], level: str, kind: str) -> list[dict]
                 precision, recall, _ = precision_recall_curve(y, s)
                 x, v = thin(recall[::-1], precision[::-1])
         traces.append({"type": "scatter", "mode": "lines", "name": cs.label, "x": x, "y": v,
-                       "line": {"width": 1.5, "shape": "linear"}})  # fmt: skip
+                       "legendgroup": cs.label,
+                       "line": {"width": 1.5, "shape": "linear", "color": colour}})  # fmt: skip
+        if kind == "pr":
+            share = round(float(y.mean()), 5)
+            traces.append({"type": "scatter", "mode": "lines", "x": [0, 1], "y": [share, share],
+                           "name": f"{cs.label}: chance ({share:.1%} anomalous)",
+                           "legendgroup": cs.label, "showlegend": False,
+                           "line": {"dash": "dot", "color": colour, "width": 1}})  # fmt: skip
     return traces
 
 
@@ -118,6 +134,10 @@ def curve_figures(sets: Sequence[CurveSet]) -> list[tuple[str, dict]]:
             if kind == "roc" and traces:
                 traces.append({"type": "scatter", "mode": "lines", "x": [0, 1], "y": [0, 1],
                                "name": "chance", "line": {"dash": "dot", "color": "#999", "width": 1}})  # fmt: skip
+            if kind == "pr" and traces:  # a legend entry for the categories' dotted lines
+                traces.append({"type": "scatter", "mode": "lines", "x": [None], "y": [None],
+                               "name": "chance", "hoverinfo": "skip",
+                               "line": {"dash": "dot", "color": "#999", "width": 1}})  # fmt: skip
             title = f"{'ROC' if kind == 'roc' else 'Precision-recall'}: {what}"
             layout = {"title": {"text": title, "font": {"size": 14}},
                       "xaxis": {"title": {"text": xt}, "range": [0, 1]},
