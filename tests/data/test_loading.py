@@ -88,17 +88,19 @@ def test_worker_stage_times_are_added_here():
 
 
 def test_default_workers_leaves_two_cores_for_the_main_process(monkeypatch):
-    for cores, workers in [(1, 0), (2, 0), (3, 1), (4, 2), (16, 8), (64, 8)]:
+    # a GPU outruns the workers: up to 16; the CPU's own backbone is the bottleneck: up to 2
+    for cores, cuda, cpu in [(1, 0, 0), (2, 0, 0), (3, 1, 1), (4, 2, 2), (16, 14, 2), (64, 16, 2)]:
         monkeypatch.setattr("align3d_ad.data.loading._cores", lambda cores=cores: cores)
-        assert default_workers() == workers
+        assert (default_workers("cuda:0"), default_workers("cpu"), default_workers()) == (
+            cuda, cpu, cpu)
 
 
 def test_torchrun_processes_of_one_machine_share_its_cores(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")  # launched by torchrun: 4 ranks on this machine
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    for cores, workers in [(2, 0), (16, 2), (64, 8), (40, 8), (12, 1)]:
+    for cores, workers in [(2, 0), (16, 2), (64, 14), (96, 16), (12, 1)]:
         monkeypatch.setattr("align3d_ad.data.loading._cores", lambda cores=cores: cores)
-        assert default_workers() == workers
+        assert default_workers("cuda") == workers
 
 
 def test_the_main_process_keeps_its_threads():

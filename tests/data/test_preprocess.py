@@ -85,6 +85,22 @@ def test_remove_background_plane_recovers_the_plane_deterministically(plane_scan
     assert abs(normal @ plane_point + offset) < 1e-7
 
 
+def test_ransac_counts_do_not_depend_on_how_hypotheses_are_batched(monkeypatch):
+    rng = np.random.default_rng(5)
+    plane = rng.normal(size=(3000, 3)) * [0.05, 0.05, 0.001]
+    pts = np.concatenate([plane, rng.normal(size=(900, 3)) * 0.02 + [0, 0, 0.03]])
+    fits = []
+    for budget in (1, 3900 * 7, 2**18, 2**30):  # one hypothesis a batch ... all at once
+        monkeypatch.setattr(pre, "SCORE_BUDGET", budget)
+        fits.append(pre.fit_plane_ransac(pts, threshold=0.004, iterations=250, seed=1))
+    for normal, offset, count in fits[1:]:
+        assert np.array_equal(normal, fits[0][0]) and offset == fits[0][1] and count == fits[0][2]
+    normal, offset, count = fits[0]
+    assert abs(abs(normal[2]) - 1) < 1e-3  # the plane z = 0 ...
+    inliers = np.abs(pts @ normal + offset) < 0.004
+    assert count == inliers.sum() and inliers[:3000].mean() > 0.99  # ... and its points
+
+
 def test_remove_background_plane_refuses_an_already_processed_scan(plane_scan):
     processed = pre.keep_largest_cluster(pre.remove_background_plane(plane_scan))
     with pytest.raises(DatasetFormatError, match="already background-removed"):

@@ -47,7 +47,8 @@ def add_loading(parser: argparse.ArgumentParser) -> None:
     """``--workers`` and ``--batch-size`` (demo, test, predict, reproduce)."""
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="processes reading and preparing the next samples while the current "
-                        "ones are scored; 0 = none (default: the CPU cores beyond two, at most 8)")
+                        "ones are scored; 0 = none (default: the CPU cores beyond two, at most "
+                        "16 when a GPU scores, 2 on the CPU)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B",
                         help="samples rendered and scored together (B x views images per backbone "
                         "pass, in chunks of backbone.batch_size; default 4)")  # fmt: skip

@@ -41,8 +41,12 @@ from .._threads import one_blas_thread
 from ..errors import Align3DError, WorkerDiedError
 
 T = TypeVar("T")
-#: Most worker processes the default picks.
-MAX_DEFAULT_WORKERS = 8
+#: Most worker processes the default picks, by the device that scores. A GPU scores faster than
+#: workers prepare: at ~0.17 s of reading and preparing per MVTec-sized scan on one core
+#: (``benchmarks/README.md``, "Reading and preparing"), 100 objects/s need about 17 workers.
+#: The CPU's backbone is the bottleneck there: two workers keep far ahead of it; more would only
+#: hold memory.
+MAX_DEFAULT_WORKERS = {"cuda": 16, "cpu": 2}
 #: Batches each worker keeps ready ahead of the one being scored.
 PREFETCH_FACTOR = 2
 
@@ -54,17 +58,19 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers() -> int:
-    """Worker processes by default: the cores beyond two, at most 8 (none on 1-2 cores).
+def default_workers(device: torch.device | str = "cpu") -> int:
+    """Worker processes by default when ``device`` scores: the cores beyond two, at most
+    :data:`MAX_DEFAULT_WORKERS` (16 for CUDA, 2 for the CPU; none on 1-2 cores).
 
     The main process keeps the other cores. On two cores a worker takes one of the two the main
     process computes on, which costs it more than the overlap gains (``benchmarks/README.md``,
     "Throughput": 0.94x the objects/s with the tiny model), so there the default is none. Under
     torchrun the processes on one machine share its cores: each counts its share
-    (cores / ``LOCAL_WORLD_SIZE``), so that 4 ranks on 16 cores start 2 workers each, not 8.
+    (cores / ``LOCAL_WORLD_SIZE``), so that 4 GPU ranks on 16 cores start 2 workers each.
     """
     cores = _cores() // max(1, distributed.local_world_size())
-    return max(0, min(MAX_DEFAULT_WORKERS, cores - 2))
+    most = MAX_DEFAULT_WORKERS["cuda" if torch.device(device).type == "cuda" else "cpu"]
+    return max(0, min(most, cores - 2))
 
 
 @dataclass

@@ -39,7 +39,9 @@ CUT_DISTANCE = 0.005  # m, points nearer the plane are background, BTF
 ITERATIONS = 1000  # RANSAC hypotheses, BTF
 CLUSTER_RADIUS = 0.006  # m, DBSCAN eps, BTF
 CLUSTER_MIN_POINTS = 30  # DBSCAN min_points, BTF
-SCORE_BUDGET = 2**22  # point-hypothesis distances per batched product (~32 MB float64)
+#: Point-hypothesis distances per batched product (2 MB of float64: the passes over it stay in
+#: cache; 3.5x faster than 2**22 on an 800 x 800 scan's border, same counts).
+SCORE_BUDGET = 2**18
 PAIR_BUDGET = 2**23  # neighbour pairs materialised at once when linking clusters (~128 MB)
 
 
@@ -97,9 +99,12 @@ def fit_plane_ransac(
     offsets = -np.einsum("ij,ij->i", normals, a)
     counts = np.full(iterations, -1, dtype=np.int64)
     step = max(1, SCORE_BUDGET // n)
+    coords = np.ascontiguousarray(pts.T)  # (3, N): each hypothesis' distances are one row
     for start in range(0, iterations, step):  # batches of hypotheses, each one matrix product
-        dist = np.abs(pts @ normals[start : start + step].T + offsets[start : start + step])
-        counts[start : start + step] = (dist < threshold).sum(axis=0)
+        dist = normals[start : start + step] @ coords
+        dist += offsets[start : start + step, None]
+        np.abs(dist, out=dist)
+        counts[start : start + step] = np.count_nonzero(dist < threshold, axis=1)
     counts[~usable] = -1
     if counts.max() < 3:
         raise ValueError("plane fit found no non-degenerate 3-point hypothesis (collinear points?)")

@@ -286,7 +286,7 @@ def _prefetch(
         counts[category] = (len(mine), first)
         flat += category_refs
     load = _ReadAndPrepare(reader, flat, detector.config, detector.encoder.device)
-    batches = prefetch_batches(load, ranges, workers=eval_workers(cfg),
+    batches = prefetch_batches(load, ranges, workers=eval_workers(cfg, detector.encoder.device),
                                grouped=(reader.take_grouped, reader.add_grouped))  # fmt: skip
     return {c: _CategoryBatches(batches, n, first) for c, (n, first) in counts.items()}
 
@@ -312,9 +312,10 @@ def _score(
                 on_prediction(prep.original, pred)
 
 
-def eval_workers(cfg: EvalConfig) -> int:
-    """Worker processes reading and preparing samples: ``eval.workers``, or the cores beyond two (at most 8)."""
-    return default_workers() if cfg.workers is None else cfg.workers
+def eval_workers(cfg: EvalConfig, device: torch.device | str = "cpu") -> int:
+    """Worker processes reading and preparing samples: ``eval.workers``, or the default for the
+    scoring device (:func:`~align3d_ad.data.loading.default_workers`)."""
+    return default_workers(device) if cfg.workers is None else cfg.workers
 
 
 def _short(scores: Scores) -> str:

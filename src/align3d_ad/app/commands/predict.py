@@ -225,7 +225,7 @@ def predict_files(args: argparse.Namespace, on_detector=None) -> tuple[int, int,
     loaded = prefetch_batches(  # workers read and prepare the next batches meanwhile
         _ReadAndPrepare(clouds, detector.config, detector.encoder.device),
         [range(start, stop) for start, stop in mine],
-        workers=default_workers() if workers is None else workers,
+        workers=default_workers(detector.encoder.device) if workers is None else workers,
     )  # fmt: skip
     for step in progress(range(rounds), desc="predict", total=rounds):
         entries = (_score_batch(detector, clouds, next(loaded), on_prediction=on_prediction)
