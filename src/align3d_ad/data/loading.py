@@ -64,7 +64,7 @@ def default_workers(device: torch.device | str = "cpu") -> int:
 
     The main process keeps the other cores. On two cores a worker takes one of the two the main
     process computes on, which costs it more than the overlap gains (``benchmarks/README.md``,
-    "Throughput": 0.94x the objects/s with the tiny model), so there the default is none. Under
+    "Throughput": 0.89x the objects/s with the tiny model), so there the default is none. Under
     torchrun the processes on one machine share its cores: each counts its share
     (cores / ``LOCAL_WORLD_SIZE``), so that 4 GPU ranks on 16 cores start 2 workers each.
     """
