@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -22,7 +20,7 @@ from .._threads import one_blas_thread
 from ..config import MIN_CLOUD_POINTS, DataConfig
 from ..errors import DatasetFormatError
 from .preprocess import keep_largest_cluster, remove_background_plane
-from .sample import PointCloudSample
+from .sample import PointCloudSample, bounds, float32_steps
 
 logger = logging.getLogger(__name__)
 
@@ -134,25 +132,20 @@ def _check_renderable(sample: PointCloudSample, where: str) -> None:
             where, f"has {n} valid point{'s' * (n != 1)}; at least {MIN_CLOUD_POINTS} are needed to "
             "score a cloud (fewer render as a few splats and every point gets the same score)",
         )  # fmt: skip
-    # exact in the points' own dtype; torch's one pass is ~10x numpy's strided axis-0 reductions
-    with warnings.catch_warnings():  # a read-only array is fine: aminmax only reads it
-        warnings.simplefilter("ignore", UserWarning)
-        lo, hi = (v.numpy().astype(np.float64)
-                  for v in torch.aminmax(torch.from_numpy(sample.points), dim=0))  # fmt: skip
+    lo, hi = bounds(sample.points)
     extent = float((hi - lo).max())
     if extent == 0:
         raise DatasetFormatError(
             where, f"all {n} points are the same point ({', '.join(f'{v:.6g}' for v in lo)}); "
             "a cloud with no extent cannot be rendered or scored",
         )  # fmt: skip
-    reach = float(np.maximum(np.abs(lo), np.abs(hi)).max())
-    step = float(np.spacing(np.float32(reach)))
-    if extent / step < MIN_FLOAT32_STEPS:
+    steps = float32_steps(lo, hi)
+    if steps < MIN_FLOAT32_STEPS:
         logger.warning(
             "%s: coordinates reach %.3g but the cloud spans only %.3g, so float32 points keep "
             "%d steps across it and its shape is rounded; centre the cloud before saving it "
             "(scores then do not depend on the offset)",
-            where, reach, extent, int(extent / step),
+            where, float(np.maximum(np.abs(lo), np.abs(hi)).max()), extent, int(steps),
         )  # fmt: skip
 
 

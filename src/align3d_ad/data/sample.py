@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .._checks import check_shape
 from ..errors import ShapeError
@@ -32,6 +34,23 @@ def valid_point_mask(xyz: np.ndarray, *, zero_is_missing: bool = True) -> np.nda
 FLOAT32_SHIFT_STEPS = 2**16
 
 
+def bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (3,) minimum and maximum of (N >= 1, 3) finite points, exact in their own dtype.
+
+    One torch pass: about 10x numpy's strided axis-0 reductions on big clouds.
+    """
+    with warnings.catch_warnings():  # a read-only array is fine: aminmax only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        lo, hi = torch.aminmax(torch.from_numpy(np.asarray(points)), dim=0)
+    return lo.numpy().astype(np.float64), hi.numpy().astype(np.float64)
+
+
+def float32_steps(lo: np.ndarray, hi: np.ndarray) -> float:
+    """How many float32 steps (at the box's largest coordinate) span the box ``lo``..``hi``."""
+    reach = float(np.maximum(np.abs(lo), np.abs(hi)).max())
+    return float((hi - lo).max()) / float(np.spacing(np.float32(reach)))
+
+
 def float32_origin(points: np.ndarray) -> np.ndarray | None:
     """The float64 (3,) origin that keeps float64 ``points``' detail in float32, or None.
 
@@ -44,10 +63,8 @@ def float32_origin(points: np.ndarray) -> np.ndarray | None:
     finite = points if np.isfinite(points).all() else points[np.isfinite(points).all(axis=1)]
     if not len(finite):
         return None
-    lo, hi = finite.min(axis=0), finite.max(axis=0)
-    extent = float((hi - lo).max())
-    step = float(np.spacing(np.float32(np.abs(finite).max())))
-    if extent == 0 or extent / step >= FLOAT32_SHIFT_STEPS:
+    lo, hi = bounds(finite)
+    if (hi == lo).all() or float32_steps(lo, hi) >= FLOAT32_SHIFT_STEPS:
         return None
     return (lo + hi) / 2
 
